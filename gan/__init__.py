@@ -1,0 +1,1 @@
+"""gan: DCGAN training and controlled ablations in JAX/Flax."""
