@@ -45,4 +45,7 @@ def get_config():
     config.train.checkpoint_every = 500
     config.train.keep_checkpoints = 3
     config.train.num_samples = 64  # images in each sample grid (fixed latents)
+    # Flag the generator as collapsed when its samples' per-pixel spread falls below this
+    # fraction of the reals' (logged as sample_diversity / collapsed at each sample grid).
+    config.train.collapse_diversity = 0.2
     return config

@@ -1,14 +1,26 @@
-"""Orbax checkpoints of the whole train state plus the data position, in DIR/checkpoints."""
+"""Orbax checkpoints of the whole train state plus the data position, in DIR/checkpoints.
+
+A checkpoint that cannot be read (truncated files, missing metadata) is moved aside to
+DIR/corrupt_checkpoints/ and the previous good one is used instead; nothing is deleted.
+"""
 import os
+import shutil
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from gan.errors import UserFacingError
+
+
+class CheckpointError(UserFacingError, RuntimeError):
+    """No usable checkpoint although some exist."""
+
 
 class Checkpointer:
     def __init__(self, workdir, keep):
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.corrupt_directory = os.path.abspath(os.path.join(workdir, "corrupt_checkpoints"))
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
@@ -27,8 +39,39 @@ class Checkpointer:
         target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
         restored = self.manager.restore(int(step), args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
-        logging.info("Restored checkpoint of step %d from %s", step, self.directory)
+        if restored.data is None or "epoch" not in restored.data:
+            raise ValueError("the data position (data/) is missing")
         return restored.state, restored.data
+
+    def restore_latest(self, abstract_state):
+        """(step, state, data_position) of the newest readable checkpoint, or None if none exist."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        for step in steps:
+            try:
+                state, position = self.restore(step, abstract_state)
+            except Exception as e:  # Orbax/tensorstore raise many types for unreadable files.
+                self._move_aside(step, e)
+                continue
+            logging.info("Restored checkpoint of step %d from %s", step, self.directory)
+            return step, state, position
+        if steps:
+            raise CheckpointError(
+                f"None of the checkpoints {steps} in {self.directory} could be read; they were "
+                f"moved to {self.corrupt_directory}. Remove {self.directory} (and the run's other "
+                "files) to start the run afresh.")
+        return None
+
+    def _move_aside(self, step, error):
+        os.makedirs(self.corrupt_directory, exist_ok=True)
+        source = os.path.join(self.directory, str(step))
+        target = os.path.join(self.corrupt_directory, str(step))
+        if os.path.exists(target):
+            shutil.rmtree(target)
+        shutil.move(source, target)
+        self.manager.reload()
+        logging.warning("Checkpoint of step %d is unreadable (%s: %s); moved it to %s and "
+                        "falling back to the previous one.", step, type(error).__name__,
+                        str(error)[:300], target)
 
     def wait(self):
         self.manager.wait_until_finished()

@@ -28,7 +28,8 @@ POSITIVE = ("model.latent_dim", "model.kernel_size", "model.g_features", "model.
             "optim.g_lr", "optim.d_lr", "train.batch_size", "train.steps_per_call",
             "train.log_every", "train.sample_every", "train.checkpoint_every",
             "train.keep_checkpoints", "train.num_samples")
-NON_NEGATIVE = ("train.num_steps", "train.num_epochs", "model.leaky_slope", "dataset.image_size")
+NON_NEGATIVE = ("train.num_steps", "train.num_epochs", "model.leaky_slope", "dataset.image_size",
+                "train.collapse_diversity")
 UNIT_INTERVAL = ("optim.g_b1", "optim.d_b1", "optim.b2")  # [0, 1)
 
 
@@ -43,12 +44,12 @@ def default_config():
     return module.get_config()
 
 
-def _flatten(cfg, prefix=""):
+def flatten(cfg, prefix=""):
     out = {}
     for key, value in cfg.items():
         name = f"{prefix}{key}"
         if isinstance(value, (ml_collections.ConfigDict, dict)):
-            out.update(_flatten(value, name + "."))
+            out.update(flatten(value, name + "."))
         else:
             out[name] = value
     return out
@@ -66,8 +67,8 @@ def _type_ok(value, reference):
 
 def validate(config, extra_fields=()):
     """Raises ConfigError listing every problem; returns the flat {name: value} dict otherwise."""
-    schema = _flatten(default_config())
-    flat = _flatten(config)
+    schema = flatten(default_config())
+    flat = flatten(config)
     problems = []
     for name, value in flat.items():
         if name in extra_fields:
@@ -99,7 +100,7 @@ def validate(config, extra_fields=()):
         problems.append("train.num_steps and train.num_epochs are both 0: nothing to train")
     spc = flat["train.steps_per_call"]
     for n in ("train.log_every", "train.sample_every", "train.checkpoint_every"):
-        if flat[n] > 0 and flat[n] % spc:
+        if spc > 0 and flat[n] > 0 and flat[n] % spc:  # spc <= 0 is reported above
             problems.append(f"{n}={flat[n]} must be a multiple of train.steps_per_call={spc}")
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))

@@ -34,8 +34,7 @@ class MetricsWriter:
         if not self.enabled:
             return
         row = {"step": int(step)}
-        row.update({k: (float(v) if isinstance(v, (int, float)) or hasattr(v, "item") else v)
-                    for k, v in scalars.items()})
+        row.update({k: v if isinstance(v, bool) else float(v) for k, v in scalars.items()})
         with open(self.path, "a") as f:
             f.write(json.dumps(row, allow_nan=True) + "\n")
         for k, v in row.items():
