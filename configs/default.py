@@ -6,6 +6,10 @@ def get_config():
     config = ml_collections.ConfigDict()
     config.seed = 0
     config.dtype = "float32"  # compute dtype: float32 | bfloat16 | float16 (params stay float32)
+    # single: one device. pmap: state replicated, each global batch split over the local devices.
+    # sharded: jit with the batch sharded over a device mesh. train.batch_size is global in all.
+    config.parallelism = "single"
+    config.sync_batch_norm = True  # pmap: batch-norm statistics over the global batch
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "mnist"  # mnist | fashion_mnist
@@ -47,5 +51,5 @@ def get_config():
     config.train.num_samples = 64  # images in each sample grid (fixed latents)
     # Flag the generator as collapsed when its samples' per-pixel spread falls below this
     # fraction of the reals' (logged as sample_diversity / collapsed at each sample grid).
-    config.train.collapse_diversity = 0.2
+    config.train.collapse_diversity = 0.1
     return config

@@ -10,7 +10,7 @@ import os
 
 import ml_collections
 
-from gan import data, losses, models
+from gan import data, losses, models, parallel
 from gan.errors import UserFacingError
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), os.pardir, "configs", "default.py")
@@ -23,6 +23,7 @@ CHOICES = {
     "model.d_norm": models.D_NORMS,
     "loss": losses.LOSSES,
     "dtype": ("float32", "bfloat16", "float16"),
+    "parallelism": parallel.PARALLELISMS,
 }
 POSITIVE = ("model.latent_dim", "model.kernel_size", "model.g_features", "model.d_features",
             "optim.g_lr", "optim.d_lr", "train.batch_size", "train.steps_per_call",
@@ -105,6 +106,14 @@ def validate(config, extra_fields=()):
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
     return flat
+
+
+def check_devices(config, device_count):
+    """The global batch must split evenly over the devices of a pmap/sharded run."""
+    if config.parallelism != "single" and config.train.batch_size % device_count:
+        raise ConfigError(
+            f"train.batch_size={config.train.batch_size} does not divide over {device_count} "
+            f"devices (parallelism={config.parallelism!r}); use a multiple of {device_count}.")
 
 
 def image_size(config):

@@ -41,10 +41,15 @@ class Upsample(nn.Module):
     def __call__(self, x):
         k = (self.kernel_size, self.kernel_size)
         if self.method == "transpose":
+            if self.transpose_impl not in TRANSPOSE_IMPLS:
+                raise ValueError(f"Unknown transpose_impl {self.transpose_impl!r}; "
+                                 f"valid: {TRANSPOSE_IMPLS}.")
             layer = FastConvTranspose if self.transpose_impl == "custom_vjp" else functools.partial(
                 nn.ConvTranspose, padding="SAME")
+            # One parameter path for both impls, so a checkpoint of either restores into the
+            # other (the name is the custom_vjp default's auto-name: old checkpoints stay valid).
             return layer(self.features, k, strides=(2, 2), use_bias=self.use_bias,
-                         kernel_init=_init, dtype=self.dtype)(x)
+                         kernel_init=_init, dtype=self.dtype, name="FastConvTranspose_0")(x)
         b, h, w, c = x.shape
         if self.method == "nearest":
             x = jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)  # exact nearest x2, cheap to differentiate
@@ -65,12 +70,13 @@ class Generator(nn.Module):
     kernel_size: int = 4
     transpose_impl: str = "custom_vjp"
     dtype: jnp.dtype = jnp.float32
+    bn_axis_name: str = None  # pmap axis over which BatchNorm statistics are synchronised
 
     @nn.compact
     def __call__(self, z, train: bool = True):
         start, n_up = size_pattern(self.image_size)
         norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                                 dtype=self.dtype)
+                                 dtype=self.dtype, axis_name=self.bn_axis_name)
         width = self.features * 2 ** (n_up - 1)
         x = nn.Dense(start * start * width, use_bias=False, kernel_init=_init, dtype=self.dtype)(z)
         x = nn.relu(norm()(x)).reshape(z.shape[0], start, start, width)
@@ -97,6 +103,7 @@ class Discriminator(nn.Module):
     leaky_slope: float = 0.2
     norm: str = "none"
     dtype: jnp.dtype = jnp.float32
+    bn_axis_name: str = None  # pmap axis over which BatchNorm statistics are synchronised
 
     @nn.compact
     def __call__(self, x, train: bool = True, return_preactivations: bool = False):
@@ -107,6 +114,8 @@ class Discriminator(nn.Module):
             act = nn.relu
         else:
             raise ValueError(f"Unknown d_activation {self.activation!r}; valid: {D_ACTIVATIONS}.")
+        if self.norm not in D_NORMS:
+            raise ValueError(f"Unknown d_norm {self.norm!r}; valid: {D_NORMS}.")
         preacts = []
         x = x.astype(self.dtype)
         for i in range(n_down):
@@ -114,7 +123,8 @@ class Discriminator(nn.Module):
             x = nn.Conv(self.features * 2 ** i, (self.kernel_size,) * 2, strides=(2, 2),
                         padding="SAME", use_bias=not use_norm, kernel_init=_init, dtype=self.dtype)(x)
             if use_norm:
-                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype)(x)
+                x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
+                                 axis_name=self.bn_axis_name)(x)
             preacts.append(x)
             x = act(x)
         logit = nn.Dense(1, kernel_init=_init, dtype=self.dtype)(x.reshape(x.shape[0], -1))
@@ -122,14 +132,15 @@ class Discriminator(nn.Module):
         return (logit, preacts) if return_preactivations else logit
 
 
-def make_models(config, image_size, channels=1, dtype=jnp.float32):
+def make_models(config, image_size, channels=1, dtype=jnp.float32, bn_axis_name=None):
     m = config.model
     generator = Generator(image_size=image_size, channels=channels, features=m.g_features,
                           upsample=m.upsample, kernel_size=m.kernel_size,
-                          transpose_impl=m.transpose_impl, dtype=dtype)
+                          transpose_impl=m.transpose_impl, dtype=dtype, bn_axis_name=bn_axis_name)
     discriminator = Discriminator(image_size=image_size, features=m.d_features,
                                   kernel_size=m.kernel_size, activation=m.d_activation,
-                                  leaky_slope=m.leaky_slope, norm=m.d_norm, dtype=dtype)
+                                  leaky_slope=m.leaky_slope, norm=m.d_norm, dtype=dtype,
+                                  bn_axis_name=bn_axis_name)
     return generator, discriminator
 
 

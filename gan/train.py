@@ -16,10 +16,11 @@ import numpy as np
 from absl import logging
 
 from gan import config_checks, data, images, models
+from gan.parallel import ParallelTrainer
 from gan.checkpointing import Checkpointer
 from gan.errors import UserFacingError
 from gan.metrics_writer import MetricsWriter
-from gan.train_step import create_state, make_train_call, make_train_step
+from gan.train_step import create_state
 from gan.workdir_lock import WorkdirLock
 
 # Fields a resumed run may not change: they change parameter shapes or what the run measures.
@@ -129,6 +130,7 @@ def _all_finite(tree):
 def train_and_evaluate(config, workdir):
     """Trains (or resumes) one run in `workdir`; returns the final TrainState."""
     config_checks.validate(config)
+    config_checks.check_devices(config, jax.device_count())
     _check_resume_config(config, workdir)
     os.makedirs(workdir, exist_ok=True)
     with WorkdirLock(workdir), _StopSignals() as stop:
@@ -144,8 +146,9 @@ def _train(config, workdir, stop):
     logging.info("Dataset %s: %d training images of %s.", config.dataset.name, num_examples,
                  train_images.shape[1:])
 
-    generator, discriminator = models.make_models(
-        config, config_checks.image_size(config), train_images.shape[-1], dtype)
+    trainer = ParallelTrainer(config, config_checks.image_size(config), train_images.shape[-1],
+                              dtype)
+    generator, discriminator = trainer.generator, trainer.discriminator
     state = create_state(config, generator, discriminator, train_images.shape[1:], config.seed)
     logging.info("Parameters: generator %d, discriminator %d (upsample=%s).",
                  models.param_count(state.g_params), models.param_count(state.d_params),
@@ -161,24 +164,26 @@ def _train(config, workdir, stop):
         writer.truncate_after(step)
     _save_config(config, workdir)
 
-    train_call = jax.jit(make_train_call(make_train_step(config, generator, discriminator), dtype))
+    step = int(state.step)
+    state = trainer.place(state)
     sample = jax.jit(lambda params, stats, z: generator.apply(
         {"params": params, "batch_stats": stats}, z, train=False))
     latents = fixed_latents(config)
     real_reference = data.to_model_range(train_images[:len(latents)])
-    images_on_device = jax.device_put(train_images)
+    images_on_device = trainer.place_images(train_images)
     samples_dir = os.path.join(workdir, "samples")
     os.makedirs(samples_dir, exist_ok=True)
 
     def save_checkpoint(step):
-        if not _all_finite((state.g_params, state.d_params)):
+        host_state = trainer.unplace(state)
+        if not _all_finite((host_state.g_params, host_state.d_params)):
             raise DivergenceError(
                 f"Non-finite parameters at step {step}; not checkpointed. The last good "
                 f"checkpoint (step {checkpointer.latest_step()}) is kept in "
                 f"{checkpointer.directory}; lower the learning rates or change the loss.")
-        checkpointer.save(step, state, data.data_position(step, t.batch_size, num_examples))
+        checkpointer.save(step, host_state,
+                          data.data_position(step, t.batch_size, num_examples))
 
-    step = int(state.step)
     if step >= num_steps:
         logging.info("Nothing to do: the run already reached step %d of %d.", step, num_steps)
     last_time, last_step = time.time(), step
@@ -193,7 +198,7 @@ def _train(config, workdir, stop):
                     f"{checkpointer.directory}. Rerun the same command to resume.", stop.received)
             indices = data.batch_indices(config.seed, step, t.steps_per_call, t.batch_size,
                                          num_examples)
-            state, metrics = train_call(state, images_on_device, indices)
+            state, metrics = trainer.call(state, images_on_device, indices)
             step += t.steps_per_call
             row = {}
             if step % t.log_every == 0 or step == num_steps:
@@ -216,7 +221,8 @@ def _train(config, workdir, stop):
                     steps_per_s * t.batch_size,
                     _format_eta((num_steps - step) / max(steps_per_s, 1e-9)))
             if step % t.sample_every == 0 or step == num_steps:
-                grid = np.asarray(sample(state.g_params, state.g_batch_stats, latents))
+                host_state = trainer.unplace(state)
+                grid = np.asarray(sample(host_state.g_params, host_state.g_batch_stats, latents))
                 images.save_grid(grid, os.path.join(samples_dir, f"step_{step:07d}.png"))
                 row["sample_diversity"] = sample_diversity(grid, real_reference)
                 row["collapsed"] = row["sample_diversity"] < t.collapse_diversity
@@ -233,6 +239,7 @@ def _train(config, workdir, stop):
         checkpointer.close()
         writer.close()
 
+    state = trainer.unplace(state)
     with open(os.path.join(workdir, "done.json"), "w") as f:
         json.dump({"step": int(state.step)}, f)
     logging.info("Finished at step %d; workdir %s", int(state.step), workdir)

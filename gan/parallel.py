@@ -1,0 +1,85 @@
+"""Where the train step runs: one device, `pmap` over local devices, or `jit` with shardings.
+
+All three run the same pure step on the same global batch (config.train.batch_size), so with
+synchronised batch norm they compute the same update; only the placement differs.
+"""
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from gan import models
+from gan.train_step import make_train_call, make_train_step
+
+PARALLELISMS = ("single", "pmap", "sharded")
+AXIS = "batch"
+
+
+class ParallelTrainer:
+    """Builds the models and the compiled call for config.parallelism.
+
+    `place(state)` puts a host state on the devices, `unplace(state)` returns a state that lives
+    on one device (for checkpoints and sampling), `place_images(uint8 array)` puts the dataset
+    on the devices, and `call(state, images, indices[n, B])` runs n train steps.
+    """
+
+    def __init__(self, config, image_size, channels, dtype):
+        self.mode = config.parallelism
+        self.devices = jax.local_devices()
+        self.num_shards = jax.device_count() if self.mode != "single" else 1
+        sync_bn = self.mode == "pmap" and config.sync_batch_norm
+        self.generator, self.discriminator = models.make_models(
+            config, image_size, channels, dtype, bn_axis_name=AXIS if sync_bn else None)
+        if self.mode == "pmap":
+            step = make_train_step(config, self.generator, self.discriminator, axis_name=AXIS,
+                                   num_shards=self.num_shards)
+            self._call = jax.pmap(make_train_call(step, dtype), axis_name=AXIS)
+        elif self.mode == "sharded":
+            mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
+            self._replicated = NamedSharding(mesh, P())
+            step = make_train_step(config, self.generator, self.discriminator)
+            call = make_train_call(step, dtype, batch_sharding=NamedSharding(mesh, P(AXIS)))
+            self._call = jax.jit(call, in_shardings=(self._replicated, self._replicated,
+                                                     NamedSharding(mesh, P(None, AXIS))),
+                                 out_shardings=self._replicated)
+        else:
+            self._call = jax.jit(make_train_call(
+                make_train_step(config, self.generator, self.discriminator), dtype))
+
+    def _replicate(self, tree):
+        """A copy per local device along a new leading axis, the layout `pmap` expects."""
+        sharding = NamedSharding(Mesh(np.asarray(self.devices), (AXIS,)), P(AXIS))
+        return jax.device_put(jax.tree.map(
+            lambda x: np.broadcast_to(np.asarray(x), (len(self.devices), *np.shape(x))), tree),
+            sharding)
+
+    def place(self, state):
+        if self.mode == "pmap":
+            return self._replicate(state)
+        if self.mode == "sharded":
+            return jax.device_put(state, self._replicated)
+        return jax.device_put(state)
+
+    def unplace(self, state):
+        if self.mode == "pmap":
+            return jax.tree.map(lambda x: x[0], state)
+        return state
+
+    def place_images(self, images):
+        if self.mode == "pmap":
+            return self._replicate(images)
+        if self.mode == "sharded":
+            return jax.device_put(images, self._replicated)
+        return jax.device_put(images)
+
+    def call(self, state, images, indices):
+        """Runs len(indices) steps; `indices` (n, global batch) are the global batch's rows."""
+        if self.mode == "pmap":
+            n, batch = indices.shape
+            local = len(self.devices)
+            first = jax.process_index() * local  # this host's devices' place in the global batch
+            per_device = batch // self.num_shards
+            indices = indices[:, first * per_device:(first + local) * per_device]
+            indices = indices.reshape(n, local, per_device).transpose(1, 0, 2)
+            state, metrics = self._call(state, images, indices)
+            return state, jax.tree.map(lambda m: m[0], metrics)
+        return self._call(state, images, indices)
