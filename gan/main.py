@@ -1,6 +1,10 @@
 """Entry point: `python -m gan.main --config=configs/default.py --workdir=DIR`.
 
 Parses flags only; every knob lives in the config (override any field with --config.a.b=value).
+A config with a sweep (configs/ablation.py) runs every arm x seed, then writes the report:
+    --list_arms          print the arms with their indices and exit
+    --arm=INDEX_OR_NAME  run only that arm's seeds (one job per arm); no report
+    --report_only        rebuild DIR/report.md from the runs that exist, listing missing ones
 """
 import logging as std_logging
 import sys
@@ -8,13 +12,16 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gan import train
+from gan import report, sweep, train
 from gan.errors import UserFacingError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("list_arms", False, "Sweep configs: print the arms with their indices.")
+flags.DEFINE_string("arm", None, "Sweep configs: run only this arm (index or name).")
+flags.DEFINE_bool("report_only", False, "Sweep configs: only rebuild the report from DIR.")
+flags.mark_flags_as_required(["config"])
 
 
 def _quiet_libraries(record):
@@ -22,15 +29,42 @@ def _quiet_libraries(record):
     return record.levelno >= std_logging.WARNING or "/orbax/" not in record.pathname
 
 
+def run(config, workdir):
+    sweep_flags = [f"--{name}" for name in ("list_arms", "arm", "report_only")
+                   if FLAGS[name].present]
+    if not sweep.has_sweep(config):
+        if sweep_flags:
+            raise UserFacingError(f"{', '.join(sweep_flags)} need a config with a sweep, "
+                                  "e.g. --config=configs/ablation.py.")
+        return train.train_and_evaluate(config, _require(workdir))
+    if FLAGS.list_arms:
+        print(sweep.describe_arms(config))
+        return None
+    workdir = _require(workdir)
+    if FLAGS.report_only:
+        return report.write_report(config, workdir)
+    sweep.run_sweep(config, workdir, arm=FLAGS.arm)
+    if FLAGS.arm is not None:
+        logging.info("Ran arm %s only; when every arm is done: --report_only.", FLAGS.arm)
+        return None
+    return report.write_report(config, workdir)
+
+
+def _require(workdir):
+    if not workdir:
+        raise app.UsageError("--workdir is required.")
+    return workdir
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_logger().addFilter(_quiet_libraries)
     try:
-        train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        run(FLAGS.config, FLAGS.workdir)
     except UserFacingError as e:
         logging.error("%s", e)
-        sys.exit(2)
+        sys.exit(getattr(e, "exit_code", 2))
 
 
 if __name__ == "__main__":
