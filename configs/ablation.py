@@ -29,13 +29,14 @@ ARM_SETS = {
 # Budget (CPU-sized). The default MNIST ablation is 6 arms x 5 seeds = 30 runs and must end
 # within 60 min on the 2-core CPU: 120 s per run, of which we plan ~100 s to leave ~15% headroom
 # for a busier CPU. Per run, measured or specified:
-#   ~8 s   model init + compile of the train step (in the sweep's process; ~20 s on a busy CPU)
+#   ~8 s   data load, model init, compile (measured: ~10 s CPU for an arm's first run, ~3 s
+#          for its other seeds, which reuse the compiled program from DIR/jax_cache)
 #   ~12 s  each evaluation at 2,000 samples (issue 3 sizes 10,000 samples at < 60 s)
 #   3 evaluations: in training at steps 400 and 800, and the final one -> ~36 s
 #   70 ms  per training step (batch 64, default model, quiet CPU) -> 800 steps = 56 s
 #   8 + 36 + 56 = 100 s per run; x 30 = 50 min.
-# 800 steps x 64 images is ~0.85 epoch of MNIST: digits are recognisable by then, but these are
-# short runs, and the verdicts say so. On an accelerator, scale up with e.g.
+# 800 steps x 64 images is ~0.85 epoch of MNIST: short runs, and the report says its verdicts
+# hold for this budget only. On an accelerator, scale up with e.g.
 # --config.train.num_steps=20000 --config.eval.every=1000 --config.eval.num_samples=10000.
 # If evaluation turns out slower than ~12 s at 2,000 samples, evaluate less often first.
 NUM_STEPS = 800
