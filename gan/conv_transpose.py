@@ -28,9 +28,12 @@ def same_padding(kernel_size, stride):
     return pad_lo, pad_len - pad_lo
 
 
-def _adjoint_padding(kernel_size, pads):
-    """Pads of the ordinary strided conv that is the adjoint of the transposed conv."""
-    return tuple((kernel_size - 1 - lo, kernel_size - 1 - hi) for lo, hi in pads)
+def _adjoint_padding(kernel_shape, pads):
+    """Pads of the ordinary strided conv that is the adjoint of the transposed conv.
+
+    `kernel_shape` is the kernel's spatial shape (kh, kw): each dimension uses its own size.
+    """
+    return tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(kernel_shape, pads))
 
 
 def _flip_swap(w):
@@ -50,7 +53,7 @@ def _fwd(x, w, strides, pads):
 
 def _bwd(strides, pads, residuals, gy):
     x, w = residuals
-    adjoint_pads = _adjoint_padding(w.shape[0], pads)
+    adjoint_pads = _adjoint_padding(w.shape[:2], pads)
 
     def conv(v):
         return lax.conv_general_dilated(gy, v, strides, adjoint_pads, dimension_numbers=_DIMS)
