@@ -137,6 +137,8 @@ def run_one(config, arm, seed, workdir, train_fn=None):
     train_fn = train_fn or train.train_and_evaluate
     path = run_dir(workdir, arm, seed)
     start = time.time()
+    if os.path.exists(os.path.join(path, "status.json")):  # a failure of an earlier attempt
+        os.remove(os.path.join(path, "status.json"))
     try:
         train_fn(run_config(config, arm, seed), path)
     except train.PreemptedError:
@@ -190,10 +192,10 @@ def run_sweep(config, workdir, arm=None, train_fn=None):
     Returns {(arm name, seed): status}, status "skipped" for runs that had already finished.
     """
     selected = check(config)
-    if config.sweep.compilation_cache:
-        _use_compilation_cache(os.path.join(workdir, "jax_cache"))
     if arm is not None:
         selected = [select_arm(selected, str(arm))]
+    if config.sweep.compilation_cache:
+        _use_compilation_cache(os.path.join(workdir, "jax_cache"))
     outcomes = {}
     for a in selected:
         pending = []

@@ -122,6 +122,8 @@ def test_rerun_skips_finished_runs_and_resumes_the_others(tmp_path):
     second = FakeTrainer()
     outcomes = sweep.run_sweep(tiny_config(), str(tmp_path), train_fn=second)
     assert second.calls == [("transpose", "relu", 1)]  # only the unfinished run
+    relu = sweep.arms(tiny_config())[1]
+    assert sweep.read_status(sweep.run_dir(tmp_path, relu, 1))["status"] == "finished"
     assert list(outcomes.values()).count("skipped") == 3
     third = FakeTrainer()
     sweep.run_sweep(tiny_config(), str(tmp_path), train_fn=third)
