@@ -10,6 +10,9 @@ def get_config():
     # sharded: jit with the batch sharded over a device mesh. train.batch_size is global in all.
     config.parallelism = "single"
     config.sync_batch_norm = True  # pmap: batch-norm statistics over the global batch
+    # Sweeps: seeds of one arm trained together as vmapped replicas of one program (single only).
+    # On XLA CPU vmapped convs become grouped convs, which run slowly: keep 1 there.
+    config.replicas_per_program = 1
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "mnist"  # mnist | fashion_mnist

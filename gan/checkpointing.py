@@ -6,6 +6,7 @@ DIR/corrupt_checkpoints/ and the previous good one is used instead; nothing is d
 import os
 import shutil
 
+import flax
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
@@ -24,7 +25,8 @@ class Checkpointer:
         self.manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-            item_names=("state", "data"))
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "data": ocp.JsonCheckpointHandler()})
 
     def latest_step(self):
         return self.manager.latest_step()
@@ -43,10 +45,33 @@ class Checkpointer:
             raise ValueError("the data position (data/) is missing")
         return restored.state, restored.data
 
+    def check_layout(self, step, abstract_state):
+        """Raises CheckpointError if the checkpoint's arrays differ in names or shapes from the
+        state the current code builds: that is a code/config change, not damage."""
+        saved = {m.name: tuple(m.shape) for m in jax.tree.leaves(
+            self.manager.item_metadata(step)["state"])}
+        expected = {name: tuple(x.shape) for name, x in flax.traverse_util.flatten_dict(
+            flax.serialization.to_state_dict(abstract_state), sep=".").items()}
+        differing = sorted(f"{name}: checkpoint {saved.get(name)}, model {expected.get(name)}"
+                           for name in set(saved) | set(expected)
+                           if saved.get(name) != expected.get(name))
+        if differing:
+            raise CheckpointError(
+                f"The checkpoint of step {step} in {self.directory} does not fit the model the "
+                f"current code and config build ({len(differing)} arrays differ, e.g.\n  "
+                + "\n  ".join(differing[:5]) + "\n). Resume with the code and config that "
+                "wrote it, or use another --workdir.")
+
     def restore_latest(self, abstract_state):
         """(step, state, data_position) of the newest readable checkpoint, or None if none exist."""
         steps = sorted(self.manager.all_steps(), reverse=True)
         for step in steps:
+            try:
+                metadata_ok = self.manager.item_metadata(step)["state"] is not None
+            except Exception:  # Unreadable metadata is damage; handled like a failed restore.
+                metadata_ok = False
+            if metadata_ok:
+                self.check_layout(step, abstract_state)
             try:
                 state, position = self.restore(step, abstract_state)
             except Exception as e:  # Orbax/tensorstore raise many types for unreadable files.

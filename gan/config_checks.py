@@ -28,7 +28,7 @@ CHOICES = {
 POSITIVE = ("model.latent_dim", "model.kernel_size", "model.g_features", "model.d_features",
             "optim.g_lr", "optim.d_lr", "train.batch_size", "train.steps_per_call",
             "train.log_every", "train.sample_every", "train.checkpoint_every",
-            "train.keep_checkpoints", "train.num_samples")
+            "train.keep_checkpoints", "train.num_samples", "replicas_per_program")
 NON_NEGATIVE = ("train.num_steps", "train.num_epochs", "model.leaky_slope", "dataset.image_size",
                 "train.collapse_diversity")
 UNIT_INTERVAL = ("optim.g_b1", "optim.d_b1", "optim.b2")  # [0, 1)
@@ -97,6 +97,8 @@ def validate(config, extra_fields=()):
     if flat["dataset.image_size"] and flat["dataset.image_size"] not in models.SIZE_PATTERNS:
         problems.append(f"dataset.image_size={flat['dataset.image_size']} fits no stride-2 "
                         f"pattern; use 0 (native) or one of {sorted(models.SIZE_PATTERNS)}")
+    if flat["replicas_per_program"] > 1 and flat["parallelism"] != "single":
+        problems.append("replicas_per_program > 1 needs parallelism='single'")
     if flat["train.num_steps"] == 0 and flat["train.num_epochs"] == 0:
         problems.append("train.num_steps and train.num_epochs are both 0: nothing to train")
     spc = flat["train.steps_per_call"]

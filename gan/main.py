@@ -56,6 +56,20 @@ def _require(workdir):
     return workdir
 
 
+def parse_flags(argv):
+    """absl's parsing, but an unknown --config.a.b field is one clear line, not a traceback."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        message = str(e)
+    except (AttributeError, KeyError) as e:  # ml_collections: no such field (with a suggestion)
+        words = str(e.args[0] if e.args else e).replace("\\n", " ").replace("\\'", "").split()
+        message = "unknown config field " + " ".join(words).strip("'")
+    sys.stderr.write(f"FATAL Flags parsing error: {message}\n"
+                     "Pass --helpshort or --helpfull to see help on flags.\n")
+    sys.exit(2)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -68,4 +82,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -22,8 +22,12 @@ class ParallelTrainer:
     on the devices, and `call(state, images, indices[n, B])` runs n train steps.
     """
 
-    def __init__(self, config, image_size, channels, dtype):
+    def __init__(self, config, image_size, channels, dtype, replicas=1):
         self.mode = config.parallelism
+        self.replicas = replicas
+        if replicas > 1 and self.mode != "single":
+            raise ValueError("Replicas (several seeds in one program) run with "
+                             "parallelism='single' only.")
         self.devices = jax.local_devices()
         self.num_shards = jax.device_count() if self.mode != "single" else 1
         sync_bn = self.mode == "pmap" and config.sync_batch_norm
@@ -42,8 +46,23 @@ class ParallelTrainer:
                                                      NamedSharding(mesh, P(None, AXIS))),
                                  out_shardings=self._replicated)
         else:
-            self._call = jax.jit(make_train_call(
-                make_train_step(config, self.generator, self.discriminator), dtype))
+            call = make_train_call(make_train_step(config, self.generator, self.discriminator),
+                                   dtype)
+            if replicas > 1:  # independent runs: state and batch indices get a replica axis
+                call = jax.vmap(call, in_axes=(0, None, 0))
+            self._call = jax.jit(call)
+
+    def stack(self, trees):
+        """Per-replica trees -> one tree with a leading replica axis (the one tree if R=1)."""
+        if self.replicas == 1:
+            return trees[0]
+        return jax.tree.map(lambda *xs: np.stack([np.asarray(x) for x in xs]), *trees)
+
+    def unstack(self, tree):
+        """Inverse of `stack`: a list of per-replica trees."""
+        if self.replicas == 1:
+            return [tree]
+        return [jax.tree.map(lambda x, r=r: x[r], tree) for r in range(self.replicas)]
 
     def _replicate(self, tree):
         """A copy per local device along a new leading axis, the layout `pmap` expects."""

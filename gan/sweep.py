@@ -157,13 +157,35 @@ def run_one(config, arm, seed, workdir, train_fn=None):
 
 
 def run_arm_seeds(config, arm, pending_seeds, workdir, train_fn=None):
-    """Runs the given seeds of one arm, one after another; returns {seed: status}.
+    """Runs the given seeds of one arm; returns {seed: status}.
 
-    The one place that trains an arm's seeds: a replicated trainer (several seeds vmapped in one
-    program, config.replicas_per_program) replaces this loop and keeps the same contract: one
-    folder per seed, status.json per seed, done.json when finished.
+    With config.replicas_per_program = R > 1, seeds go R at a time through
+    `train.train_replicas` (one vmapped program). A group that fails (one seed diverged, say) or
+    whose checkpoints stand at different steps is rerun seed by seed, each resuming from its own
+    checkpoint, so every seed still gets its own status.json and done.json.
     """
-    return {seed: run_one(config, arm, seed, workdir, train_fn) for seed in pending_seeds}
+    group_size = config.replicas_per_program
+    if group_size == 1 or train_fn is not None:
+        return {seed: run_one(config, arm, seed, workdir, train_fn) for seed in pending_seeds}
+    outcomes = {}
+    for i in range(0, len(pending_seeds), group_size):
+        group = pending_seeds[i:i + group_size]
+        paths = [run_dir(workdir, arm, seed) for seed in group]
+        start = time.time()
+        try:
+            train.train_replicas(run_config(config, arm, group[0]), paths, group)
+        except train.PreemptedError:
+            raise
+        except Exception as e:  # pylint: disable=broad-except
+            logging.warning("Arm %s seeds %s as replicas: %s: %s; running them one by one.",
+                            arm.name, group, type(e).__name__, e)
+            outcomes.update({seed: run_one(config, arm, seed, workdir) for seed in group})
+            continue
+        for seed, path in zip(group, paths):
+            write_status(path, "finished", wall_s=(time.time() - start) / len(group),
+                         replicas=len(group))
+            outcomes[seed] = "finished"
+    return outcomes
 
 
 def check(config):

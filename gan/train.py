@@ -3,6 +3,7 @@
 Rerunning on the same workdir resumes from the latest checkpoint and replays exactly the
 same batches and random numbers, so an interrupted run ends bitwise equal to an uninterrupted one.
 """
+import contextlib
 import json
 import math
 import os
@@ -32,6 +33,10 @@ RESUMABLE_MODEL_FIELDS = ("model.transpose_impl",)
 
 class DivergenceError(UserFacingError, RuntimeError):
     """Training produced non-finite losses or parameters."""
+
+
+class ReplicaStepsDiffer(RuntimeError):
+    """Replicas resumed from checkpoints of different steps cannot run in lockstep."""
 
 
 class PreemptedError(UserFacingError, RuntimeError):
@@ -97,6 +102,44 @@ def _save_config(config, workdir):
     os.replace(path + ".tmp", path)
 
 
+class _Progress:
+    """Sums metrics on device between log lines (rows are interval means) and measures speed
+    from the end of the first, compiling, call."""
+
+    def __init__(self, step, num_steps, batch_size):
+        self.num_steps, self.batch_size = num_steps, batch_size
+        self.last_time, self.last_step = None, step
+        self.sum, self.calls = None, 0
+
+    def add(self, step, metrics):
+        if self.last_time is None:
+            jax.block_until_ready(metrics)
+            self.last_time, self.last_step = time.time(), step
+        self.sum = metrics if self.sum is None else jax.tree.map(jnp.add, self.sum, metrics)
+        self.calls += 1
+
+    def rows(self, step, replicas):
+        """One row per replica: interval-mean metrics and the speed of the whole program."""
+        sums = {k: np.reshape(v, (replicas,)) / self.calls
+                for k, v in jax.device_get(self.sum).items()}
+        rows = [{k: float(v[r]) for k, v in sums.items()} for r in range(replicas)]
+        self.sum, self.calls = None, 0
+        now = time.time()
+        if step > self.last_step:
+            steps_per_s = (step - self.last_step) / max(now - self.last_time, 1e-9)
+            for row in rows:
+                row.update(steps_per_s=steps_per_s, images_per_s=steps_per_s * self.batch_size)
+        self.last_time, self.last_step = now, step
+        return rows
+
+    def line(self, step, row):
+        speed = row.get("steps_per_s", float("nan"))
+        return (f"step {step}/{self.num_steps} | d_loss {row['d_loss']:.3f} g_loss "
+                f"{row['g_loss']:.3f} | D(x) {row['d_real']:.2f} D(G(z)) {row['d_fake']:.2f} "
+                f"acc {row['d_acc']:.2f} | {speed:.2f} steps/s ({speed * self.batch_size:.0f} "
+                f"img/s) | ETA {_format_eta((self.num_steps - step) / speed)}")
+
+
 class _StopSignals:
     """Turns SIGTERM/SIGINT into a flag the loop polls, so it can checkpoint before exiting."""
 
@@ -129,17 +172,57 @@ def _all_finite(tree):
 
 def train_and_evaluate(config, workdir):
     """Trains (or resumes) one run in `workdir`; returns the final TrainState."""
+    return train_replicas(config, [workdir], [config.seed])[0]
+
+
+def train_replicas(config, workdirs, seeds):
+    """Trains independent runs of one config, one per (workdir, seed), in lockstep.
+
+    With several seeds the states are stacked and the step is `vmap`ped, so they share one
+    compiled program; each replica keeps its own data order (that of its seed), checkpoints,
+    metrics and samples, and computes what it would alone (to float tolerance).
+    Returns the final TrainState of each run.
+    """
     config_checks.validate(config)
     config_checks.check_devices(config, jax.device_count())
-    _check_resume_config(config, workdir)
-    os.makedirs(workdir, exist_ok=True)
-    with WorkdirLock(workdir), _StopSignals() as stop:
-        return _train(config, workdir, stop)
+    if len(workdirs) != len(seeds) or len(set(map(os.path.abspath, workdirs))) != len(workdirs):
+        raise ValueError(f"Need one distinct workdir per seed, got {workdirs} for {seeds}.")
+    for workdir in workdirs:
+        _check_resume_config(config, workdir)
+    for workdir in workdirs:
+        os.makedirs(workdir, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for workdir in workdirs:
+            stack.enter_context(WorkdirLock(workdir))
+        stop = stack.enter_context(_StopSignals())
+        return _train(config, workdirs, seeds, stop)
 
 
-def _train(config, workdir, stop):
+class _Run:
+    """What one replica owns: its folder, seed, checkpoints, metrics and sample latents."""
+
+    def __init__(self, config, workdir, seed):
+        self.workdir, self.seed = workdir, seed
+        self.checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
+        self.writer = MetricsWriter(workdir)
+        self.latents = fixed_latents(_with_seed(config, seed))
+        self.samples_dir = os.path.join(workdir, "samples")
+        os.makedirs(self.samples_dir, exist_ok=True)
+
+    def close(self):
+        self.checkpointer.wait()
+        self.checkpointer.close()
+        self.writer.close()
+
+
+def _with_seed(config, seed):
+    config = config.copy_and_resolve_references()
+    config.seed = seed
+    return config
+
+
+def _train(config, workdirs, seeds, stop):
     dtype = jnp.dtype(config.dtype)
-    t = config.train
     train_images = load_train_images(config)
     num_examples = len(train_images)
     num_steps = config_checks.total_steps(config, num_examples)
@@ -147,100 +230,109 @@ def _train(config, workdir, stop):
                  train_images.shape[1:])
 
     trainer = ParallelTrainer(config, config_checks.image_size(config), train_images.shape[-1],
-                              dtype)
-    generator, discriminator = trainer.generator, trainer.discriminator
-    state = create_state(config, generator, discriminator, train_images.shape[1:], config.seed)
+                              dtype, replicas=len(seeds))
+    runs = [_Run(config, workdir, seed) for workdir, seed in zip(workdirs, seeds)]
+    try:
+        return _train_runs(config, runs, trainer, train_images, num_steps, dtype, stop)
+    finally:
+        for run in runs:
+            run.close()
+
+
+def _train_runs(config, runs, trainer, train_images, num_steps, dtype, stop):
+    t = config.train
+    num_examples = len(train_images)
+    generator = trainer.generator
+    states = []
+    for run in runs:
+        state = create_state(config, generator, trainer.discriminator, train_images.shape[1:],
+                             run.seed)
+        restored = run.checkpointer.restore_latest(state)
+        if restored is not None:
+            step, state, position = restored
+            logging.info("%s: resuming at step %d (epoch %d, batch %d).", run.workdir, step,
+                         position["epoch"], position["batch_in_epoch"])
+            run.writer.truncate_after(step)
+        _save_config(_with_seed(config, run.seed), run.workdir)
+        states.append(state)
     logging.info("Parameters: generator %d, discriminator %d (upsample=%s).",
-                 models.param_count(state.g_params), models.param_count(state.d_params),
+                 models.param_count(states[0].g_params), models.param_count(states[0].d_params),
                  config.model.upsample)
-
-    checkpointer = Checkpointer(workdir, t.keep_checkpoints)
-    writer = MetricsWriter(workdir)
-    restored = checkpointer.restore_latest(state)
-    if restored is not None:
-        step, state, position = restored
-        logging.info("Resuming at step %d (epoch %d, batch %d).", step, position["epoch"],
-                     position["batch_in_epoch"])
-        writer.truncate_after(step)
-    _save_config(config, workdir)
-
-    step = int(state.step)
-    state = trainer.place(state)
+    steps = sorted({int(s.step) for s in states})
+    if len(steps) > 1:
+        raise ReplicaStepsDiffer(f"Replicas are at different steps {steps}; train them apart.")
+    step = steps[0]
+    state = trainer.place(trainer.stack(states))
     sample = jax.jit(lambda params, stats, z: generator.apply(
         {"params": params, "batch_stats": stats}, z, train=False))
-    latents = fixed_latents(config)
-    real_reference = data.to_model_range(train_images[:len(latents)])
+    real_reference = data.to_model_range(train_images[:t.num_samples])
     images_on_device = trainer.place_images(train_images)
-    samples_dir = os.path.join(workdir, "samples")
-    os.makedirs(samples_dir, exist_ok=True)
 
-    def save_checkpoint(step):
-        host_state = trainer.unplace(state)
-        if not _all_finite((host_state.g_params, host_state.d_params)):
-            raise DivergenceError(
-                f"Non-finite parameters at step {step}; not checkpointed. The last good "
-                f"checkpoint (step {checkpointer.latest_step()}) is kept in "
-                f"{checkpointer.directory}; lower the learning rates or change the loss.")
-        checkpointer.save(step, host_state,
-                          data.data_position(step, t.batch_size, num_examples))
+    def save_checkpoints(step):
+        for run, host_state in zip(runs, trainer.unstack(trainer.unplace(state))):
+            if not _all_finite((host_state.g_params, host_state.d_params)):
+                raise DivergenceError(
+                    f"{run.workdir}: non-finite parameters at step {step}; not checkpointed. "
+                    f"The last good checkpoint (step {run.checkpointer.latest_step()}) is kept "
+                    f"in {run.checkpointer.directory}; lower the learning rates or change the "
+                    "loss.")
+            run.checkpointer.save(step, host_state,
+                                  data.data_position(step, t.batch_size, num_examples))
 
     if step >= num_steps:
         logging.info("Nothing to do: the run already reached step %d of %d.", step, num_steps)
-    last_time, last_step = time.time(), step
-    try:
-        while step < num_steps:
-            if stop.received is not None:
-                if checkpointer.latest_step() != step:
-                    save_checkpoint(step)
-                checkpointer.wait()
-                raise PreemptedError(
-                    f"Received signal {stop.received} at step {step}: checkpoint saved in "
-                    f"{checkpointer.directory}. Rerun the same command to resume.", stop.received)
-            indices = data.batch_indices(config.seed, step, t.steps_per_call, t.batch_size,
-                                         num_examples)
-            state, metrics = trainer.call(state, images_on_device, indices)
-            step += t.steps_per_call
-            row = {}
-            if step % t.log_every == 0 or step == num_steps:
-                row.update(jax.device_get(metrics))
-                if not all(np.isfinite(v) for v in row.values()):
-                    checkpointer.wait()
+    progress = _Progress(step, num_steps, t.batch_size)
+    while step < num_steps:
+        if stop.received is not None:
+            if runs[0].checkpointer.latest_step() != step:
+                save_checkpoints(step)
+            for run in runs:
+                run.checkpointer.wait()
+            raise PreemptedError(
+                f"Received signal {stop.received} at step {step}: checkpoint saved in "
+                f"{', '.join(r.checkpointer.directory for r in runs)}. Rerun the same command "
+                "to resume.", stop.received)
+        indices = trainer.stack([data.batch_indices(run.seed, step, t.steps_per_call,
+                                                    t.batch_size, num_examples) for run in runs])
+        state, metrics = trainer.call(state, images_on_device, indices)
+        step += t.steps_per_call
+        progress.add(step, metrics)
+        rows = [{} for _ in runs]
+        if step % t.log_every == 0 or step == num_steps:
+            rows = progress.rows(step, len(runs))
+            for run, row in zip(runs, rows):
+                if not all(math.isfinite(v) for v in row.values()):
+                    run.checkpointer.wait()
                     raise DivergenceError(
-                        f"Non-finite losses at step {step}: {row}. The last good checkpoint "
-                        f"(step {checkpointer.latest_step()}) is kept in {checkpointer.directory};"
-                        " lower the learning rates or change the loss.")
-                now = time.time()
-                steps_per_s = (step - last_step) / max(now - last_time, 1e-9)
-                last_time, last_step = now, step
-                row.update(steps_per_s=steps_per_s, images_per_s=steps_per_s * t.batch_size,
-                           epoch=step * t.batch_size / num_examples)
-                logging.info(
-                    "step %d/%d | d_loss %.3f g_loss %.3f | D(x) %.2f D(G(z)) %.2f acc %.2f | "
-                    "%.2f steps/s (%.0f img/s) | ETA %s", step, num_steps, row["d_loss"],
-                    row["g_loss"], row["d_real"], row["d_fake"], row["d_acc"], steps_per_s,
-                    steps_per_s * t.batch_size,
-                    _format_eta((num_steps - step) / max(steps_per_s, 1e-9)))
-            if step % t.sample_every == 0 or step == num_steps:
-                host_state = trainer.unplace(state)
-                grid = np.asarray(sample(host_state.g_params, host_state.g_batch_stats, latents))
-                images.save_grid(grid, os.path.join(samples_dir, f"step_{step:07d}.png"))
+                        f"{run.workdir}: non-finite losses at step {step}: {row}. The last good "
+                        f"checkpoint (step {run.checkpointer.latest_step()}) is kept in "
+                        f"{run.checkpointer.directory}; lower the learning rates or change the "
+                        "loss.")
+                row["epoch"] = step * t.batch_size / num_examples
+                prefix = f"[seed {run.seed}] " if len(runs) > 1 else ""
+                logging.info("%s%s", prefix, progress.line(step, row))
+        if step % t.sample_every == 0 or step == num_steps:
+            host_states = trainer.unstack(trainer.unplace(state))
+            for run, row, host_state in zip(runs, rows, host_states):
+                grid = np.asarray(sample(host_state.g_params, host_state.g_batch_stats,
+                                         run.latents))
+                images.save_grid(grid, os.path.join(run.samples_dir, f"step_{step:07d}.png"))
                 row["sample_diversity"] = sample_diversity(grid, real_reference)
                 row["collapsed"] = row["sample_diversity"] < t.collapse_diversity
                 if row["collapsed"]:
-                    logging.warning("Step %d: the generator looks collapsed (sample diversity %.3f "
-                                    "of the reals' < %.3f).", step, row["sample_diversity"],
-                                    t.collapse_diversity)
+                    logging.warning("%s, step %d: the generator looks collapsed (sample "
+                                    "diversity %.3f of the reals' < %.3f).", run.workdir, step,
+                                    row["sample_diversity"], t.collapse_diversity)
+        for run, row in zip(runs, rows):
             if row:
-                writer.write(step, row)
-            if step % t.checkpoint_every == 0 or step == num_steps:
-                save_checkpoint(step)
-    finally:
-        checkpointer.wait()
-        checkpointer.close()
-        writer.close()
+                run.writer.write(step, row)
+        if step % t.checkpoint_every == 0 or step == num_steps:
+            save_checkpoints(step)
 
-    state = trainer.unplace(state)
-    with open(os.path.join(workdir, "done.json"), "w") as f:
-        json.dump({"step": int(state.step)}, f)
-    logging.info("Finished at step %d; workdir %s", int(state.step), workdir)
-    return state
+    final_states = trainer.unstack(trainer.unplace(state))
+    for run, final in zip(runs, final_states):
+        run.checkpointer.wait()
+        with open(os.path.join(run.workdir, "done.json"), "w") as f:
+            json.dump({"step": int(final.step)}, f)
+        logging.info("Finished at step %d; workdir %s", int(final.step), run.workdir)
+    return final_states

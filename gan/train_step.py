@@ -108,8 +108,8 @@ def make_train_step(config, generator, discriminator, axis_name=None, num_shards
             "d_fake": jax.nn.sigmoid(fake_logits).mean(),
             "d_acc": 0.5 * ((real_logits > 0).mean() + (fake_logits < 0).mean()),
         })
-        metrics.update(d_grad_norm=optax.global_norm(d_grads),
-                       g_grad_norm=optax.global_norm(g_grads))
+        metrics.update(d_grad_norm=optax.tree.norm(d_grads),
+                       g_grad_norm=optax.tree.norm(g_grads))
         new_state = state.replace(
             step=state.step + 1, rng=rng, g_params=g_params, g_batch_stats=g_batch_stats,
             d_params=d_params, d_batch_stats=d_batch_stats, g_opt_state=g_opt_state,

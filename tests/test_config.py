@@ -213,10 +213,6 @@ def test_cli_non_positive_size_exits_cleanly(tmp_path):
     assert not workdir.exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gan/main.py bug (reported): a misspelt field on the command line "
-    "(--config.model.upsampel=...) dies inside ml_collections' flag parsing with a Python "
-    "traceback instead of one clear message. Remove this marker once fixed."))
 def test_cli_misspelt_field_exits_without_traceback(tmp_path):
     proc, output, workdir = _run_main(tmp_path, "--config.model.upsampel=nearest")
     assert proc.returncode != 0
