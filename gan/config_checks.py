@@ -28,9 +28,10 @@ CHOICES = {
 POSITIVE = ("model.latent_dim", "model.kernel_size", "model.g_features", "model.d_features",
             "optim.g_lr", "optim.d_lr", "train.batch_size", "train.steps_per_call",
             "train.log_every", "train.sample_every", "train.checkpoint_every",
-            "train.keep_checkpoints", "train.num_samples", "replicas_per_program")
+            "train.keep_checkpoints", "train.num_samples", "replicas_per_program",
+            "eval.num_samples", "eval.hf_cutoff")
 NON_NEGATIVE = ("train.num_steps", "train.num_epochs", "model.leaky_slope", "dataset.image_size",
-                "train.collapse_diversity")
+                "train.collapse_diversity", "eval.every")
 UNIT_INTERVAL = ("optim.g_b1", "optim.d_b1", "optim.b2")  # [0, 1)
 
 

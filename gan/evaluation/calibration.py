@@ -10,7 +10,7 @@ import numpy as np
 
 from gan import data
 from gan.evaluation import degrade
-from gan.evaluation.suite import evaluate_images
+from gan.evaluation.suite import evaluate_images, real_floor, train_subset
 
 STRENGTHS = {
     "blur": (0.5, 1.0, 1.5, 2.0),  # Gaussian sigma in pixels
@@ -28,16 +28,16 @@ def run(dataset="mnist", num_samples=2000, data_dir="", cache_dir="", seed=0, st
     """Rows {degradation, strength, **metrics} for the floor, each degradation and the collapse."""
     strengths = strengths or STRENGTHS
     images, labels = data.load_split(dataset, "train", data_dir)
-    pick = np.random.default_rng(seed).permutation(len(images))[:num_samples]
-    base = images[pick]
-    evaluate = lambda x: evaluate_images(x, dataset, data_dir=data_dir, num_samples=num_samples,
-                                         cache_dir=cache_dir, rng_seed=seed,
-                                         kid_subsets=kid_subsets)
+    base = images[train_subset(len(images), num_samples, seed)]
+    common = dict(data_dir=data_dir, num_samples=num_samples, cache_dir=cache_dir,
+                  kid_subsets=kid_subsets)
+    evaluate = lambda x: evaluate_images(x, dataset, rng_seed=seed, **common)
     make = {"blur": lambda s: degrade.blur(base, s),
             "noise": lambda s: degrade.noise(base, s, seed),
             "checkerboard": lambda s: degrade.checkerboard(base, s),
             "drop_classes": lambda k: degrade.drop_classes(images, labels, k, num_samples, seed)}
-    rows = [{"degradation": "none (floor)", "strength": 0, **evaluate(base)}]
+    rows = [{"degradation": "none (floor)", "strength": 0,
+             **real_floor(dataset, seed=seed, **common)}]
     for name, values in strengths.items():
         rows += [{"degradation": name, "strength": v, **evaluate(make[name](v))} for v in values]
     rows.append({"degradation": "collapse", "strength": 1,

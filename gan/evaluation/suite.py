@@ -77,13 +77,18 @@ def evaluate_images(fake_uint8, dataset_name, *, data_dir="", num_samples=None, 
     return out
 
 
-def real_floor(dataset_name, num_samples, *, data_dir="", cache_dir="", seed=0):
+def real_floor(dataset_name, num_samples, *, data_dir="", seed=0, **kwargs):
     """The metrics of real train images (a fixed random subset) vs the test reference: the best
-    values a generator can hope for with this N."""
+    values a generator can hope for at this N. kwargs go to evaluate_images."""
     images, _ = data.load_split(dataset_name, "train", data_dir)
-    subset = images[np.random.default_rng(seed).permutation(len(images))[:num_samples]]
+    subset = images[train_subset(len(images), num_samples, seed)]
     return evaluate_images(subset, dataset_name, data_dir=data_dir, num_samples=num_samples,
-                           cache_dir=cache_dir, rng_seed=seed)
+                           rng_seed=seed, **kwargs)
+
+
+def train_subset(num_train, num_samples, seed=0):
+    """Indices of the fixed random train subset the real-vs-real floor uses."""
+    return np.random.default_rng(seed).permutation(num_train)[:num_samples]
 
 
 def sample_generator(generator, g_variables, num_samples, latent_dim, seed, batch_size=500):
