@@ -57,7 +57,8 @@ def get_config():
     config.train.collapse_diversity = 0.1
 
     config.eval = ml_collections.ConfigDict()  # gan/evaluation: pinned classifier, FID/KID/PR/...
-    config.eval.every = 0  # steps between in-training evaluations; 0: only at the end
+    config.eval.every = 0  # steps between in-training evaluations (metrics.jsonl); 0: none
+    config.eval.final = True  # evaluate the final model into DIR/eval.json
     config.eval.num_samples = 10000  # fakes per evaluation (and as many test reals as reference)
     config.eval.cache_dir = ""  # domain-classifier cache; '' -> $GAN_CACHE_DIR, then ~/.cache/gan
     config.eval.hf_cutoff = 0.25  # high-frequency energy ratio above this radius (cycles/pixel)

@@ -20,6 +20,7 @@ from gan import config_checks, data, images, models
 from gan.parallel import ParallelTrainer
 from gan.checkpointing import Checkpointer
 from gan.errors import UserFacingError
+from gan.evaluation.suite import evaluate_generator
 from gan.metrics_writer import MetricsWriter
 from gan.train_step import create_state
 from gan.workdir_lock import WorkdirLock
@@ -65,6 +66,12 @@ def sample_diversity(samples, reference):
     def spread(x):
         return float(np.asarray(x, np.float64).reshape(len(x), -1).std(axis=0).mean())
     return spread(samples) / max(spread(reference), 1e-12)
+
+
+def _scalars(result):
+    """The numeric entries of an evaluation (curves go to metrics.jsonl; spectra do not)."""
+    return {k: v for k, v in result.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"}
 
 
 def _format_eta(seconds):
@@ -268,6 +275,20 @@ def _train_runs(config, runs, trainer, train_images, num_steps, dtype, stop):
     real_reference = data.to_model_range(train_images[:t.num_samples])
     images_on_device = trainer.place_images(train_images)
 
+    def evaluate(run, host_state, num_samples):
+        result = evaluate_generator(
+            config, generator, {"params": host_state.g_params,
+                                "batch_stats": host_state.g_batch_stats},
+            trainer.discriminator, {"params": host_state.d_params,
+                                    "batch_stats": host_state.d_batch_stats},
+            num_samples, run.seed)
+        logging.info("%s, step %d: FID %.2f KID %.4f precision %.3f recall %.3f hf_ratio %.3f "
+                     "D dead %.3f ECE %.3f (%d samples, %.1f s)", run.workdir,
+                     int(host_state.step), result["fid"], result["kid"], result["precision"],
+                     result["recall"], result["hf_ratio"], result["d_dead_fraction_mean"],
+                     result["d_ece"], num_samples, result["eval_seconds"])
+        return result
+
     def save_checkpoints(step):
         for run, host_state in zip(runs, trainer.unstack(trainer.unplace(state))):
             if not _all_finite((host_state.g_params, host_state.d_params)):
@@ -323,6 +344,10 @@ def _train_runs(config, runs, trainer, train_images, num_steps, dtype, stop):
                     logging.warning("%s, step %d: the generator looks collapsed (sample "
                                     "diversity %.3f of the reals' < %.3f).", run.workdir, step,
                                     row["sample_diversity"], t.collapse_diversity)
+        e = config.eval
+        if e.every and step % e.every == 0 and not (e.final and step == num_steps):
+            for run, row, host_state in zip(runs, rows, trainer.unstack(trainer.unplace(state))):
+                row.update(_scalars(evaluate(run, host_state, e.num_samples)))
         for run, row in zip(runs, rows):
             if row:
                 run.writer.write(step, row)
@@ -332,6 +357,13 @@ def _train_runs(config, runs, trainer, train_images, num_steps, dtype, stop):
     final_states = trainer.unstack(trainer.unplace(state))
     for run, final in zip(runs, final_states):
         run.checkpointer.wait()
+        eval_path = os.path.join(run.workdir, "eval.json")
+        if config.eval.final and not os.path.exists(eval_path):
+            result = {"step": int(final.step), **evaluate(run, final, config.eval.num_samples)}
+            run.writer.write(int(final.step), _scalars(result))
+            with open(eval_path + ".tmp", "w") as f:
+                json.dump(result, f, indent=1)
+            os.replace(eval_path + ".tmp", eval_path)
         with open(os.path.join(run.workdir, "done.json"), "w") as f:
             json.dump({"step": int(final.step)}, f)
         logging.info("Finished at step %d; workdir %s", int(final.step), run.workdir)

@@ -3,12 +3,17 @@
 Runs before any test module imports jax:
 - XLA_FLAGS gives the CPU backend 8 devices, so multi-device (sharding/pmap) tests work on a
   machine without accelerators. Set here with setdefault so a caller's own flags win.
+- GAN_CACHE_DIR defaults to a fresh temporary folder shared by the session.
 - GAN_DATA_DIR defaults to the `shared/data` folder beside the checkout (see DESIGN.md), which
   holds the real MNIST and Fashion-MNIST IDX files.
 """
 import os
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# One evaluation-classifier cache for the whole session (and the subprocesses it starts): the
+# first test that evaluates trains it (about a minute), later ones load it.
+os.environ.setdefault("GAN_CACHE_DIR", tempfile.mkdtemp(prefix="gan_test_cache_"))
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_DATA_DIR = os.path.normpath(os.path.join(REPO_ROOT, os.pardir, "shared", "data"))

@@ -85,6 +85,7 @@ def run_config(**overrides):
     t = config.train
     t.batch_size, t.num_steps, t.log_every, t.sample_every, t.checkpoint_every = 16, 10, 5, 10, 5
     t.num_samples = 4
+    config.eval.final = False
     return config
 
 

@@ -20,7 +20,7 @@ from gan.workdir_lock import WorkdirLock, WorkdirLockedError
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {"model.latent_dim": 16, "model.g_features": 8, "model.d_features": 8,
          "train.batch_size": 16, "train.log_every": 5, "train.sample_every": 10,
-         "train.checkpoint_every": 10, "train.num_samples": 4}
+         "train.checkpoint_every": 10, "train.num_samples": 4, "eval.final": False}
 
 
 def small_config(num_steps=20, **overrides):

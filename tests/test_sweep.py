@@ -154,6 +154,8 @@ def get_config():
     config.train.log_every = 1
     config.train.sample_every = 2
     config.train.checkpoint_every = 2
+    config.eval.every = 0
+    config.eval.num_samples = 100  # a real (small) evaluation per run, so the report has numbers
     return config
 """
 

@@ -30,6 +30,7 @@ def small_config(num_steps=NUM_STEPS, steps_per_call=1):
     t.batch_size, t.num_steps, t.steps_per_call = BATCH, num_steps, steps_per_call
     t.log_every, t.checkpoint_every, t.sample_every = LOG_EVERY, CHECKPOINT_EVERY, SAMPLE_EVERY
     t.num_samples = NUM_SAMPLES
+    config.eval.final = False  # evaluation inside training has its own test below
     return config
 
 
@@ -175,3 +176,27 @@ def test_two_steps_per_call_trains_the_same(run_a, tmp_path):
     assert [n for n, _ in leaves_a] == [n for n, _ in leaves_c]
     for (name, a), (_, c) in zip(leaves_a, leaves_c):
         np.testing.assert_allclose(c, a, rtol=0, atol=5 * lr, err_msg=name)
+
+
+# ---------------------------------------------------------------- evaluation inside training
+
+def test_evaluation_curves_and_final_eval_json(tmp_path, data_dir):
+    """eval.every writes evaluation rows into metrics.jsonl; the end writes eval.json (the
+    contract the ablation report reads) once: a rerun of the finished run does not redo it."""
+    config = small_config()
+    config.eval.every, config.eval.num_samples, config.eval.final = 20, 200, True
+    workdir = str(tmp_path)
+    train.train_and_evaluate(config, workdir)
+    curve = [r for r in _metrics(workdir) if "fid" in r]
+    assert [r["step"] for r in curve] == [20, 40]  # step 40 is the final evaluation's row
+    result = json.load(open(os.path.join(workdir, "eval.json")))
+    assert result["step"] == NUM_STEPS and result["num_samples"] == 200
+    for key in ("fid", "kid", "precision", "recall", "density", "coverage", "classes_covered",
+                "hf_ratio", "checkerboard", "d_dead_fraction_mean", "d_ece", "d_brier",
+                "classifier_sha256", "classifier_test_accuracy", "spectrum_fake"):
+        assert key in result, key
+    assert math.isfinite(result["fid"]) and result["fid"] > 0
+    assert result["fid"] == curve[-1]["fid"]
+    mtime = os.path.getmtime(os.path.join(workdir, "eval.json"))
+    train.train_and_evaluate(config, workdir)
+    assert os.path.getmtime(os.path.join(workdir, "eval.json")) == mtime
