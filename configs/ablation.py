@@ -27,20 +27,18 @@ ARM_SETS = {
 }
 
 # Budget (CPU-sized). The default MNIST ablation is 6 arms x 5 seeds = 30 runs and must end
-# within 60 min on the 2-core CPU: 120 s per run, of which we plan ~100 s to leave ~15% headroom
-# for a busier CPU. Per run, measured or specified:
-#   ~8 s   data load, model init, compile (measured: ~10 s CPU for an arm's first run, ~3 s
-#          for its other seeds, which reuse the compiled program from DIR/jax_cache)
-#   ~12 s  each evaluation at 2,000 samples (issue 3 sizes 10,000 samples at < 60 s)
-#   3 evaluations: in training at steps 400 and 800, and the final one -> ~36 s
-#   70 ms  per training step (batch 64, default model, quiet CPU) -> 800 steps = 56 s
-#   8 + 36 + 56 = 100 s per run; x 30 = 50 min.
-# 800 steps x 64 images is ~0.85 epoch of MNIST: short runs, and the report says its verdicts
-# hold for this budget only. On an accelerator, scale up with e.g.
+# within 60 min on the 2-core CPU. Measured per training step (batch 64, quiet CPU,
+# experiments/benchmark.py): transpose ~75 ms, nearest ~170 ms, bilinear ~200 ms (resize + conv
+# does 4x the multiply-adds of a stride-2 transposed conv in the upsampling layers), i.e.
+# ~150 ms on average over the arms. Per run:
+#   400 steps x ~150 ms                          ~60 s
+#   2 evaluations at 2,000 samples (step 200 and the final one)   ~2 x 10 s
+#   data load, init, compile (later seeds reuse DIR/jax_cache)    ~5-10 s
+# ~85 s per run x 30 = ~43 min. 400 steps x 64 images is ~0.4 epoch of MNIST: short runs, and
+# the report says its verdicts hold for this budget only. On an accelerator, scale up with e.g.
 # --config.train.num_steps=20000 --config.eval.every=1000 --config.eval.num_samples=10000.
-# If evaluation turns out slower than ~12 s at 2,000 samples, evaluate less often first.
-NUM_STEPS = 800
-EVAL_EVERY = 400
+NUM_STEPS = 400
+EVAL_EVERY = 200
 EVAL_SAMPLES = 2000
 NUM_SEEDS = 5
 
@@ -61,11 +59,10 @@ def get_config(arm_set="default"):
     config = _default_config()
     config.train.num_steps = NUM_STEPS
     config.train.log_every = 50
-    config.train.sample_every = 400
-    config.train.checkpoint_every = 400
-    if "eval" in config:  # issue 3's evaluation; absent from default.py until it lands
-        config.eval.every = EVAL_EVERY
-        config.eval.num_samples = EVAL_SAMPLES
+    config.train.sample_every = 200
+    config.train.checkpoint_every = 200
+    config.eval.every = EVAL_EVERY
+    config.eval.num_samples = EVAL_SAMPLES
 
     config.sweep = ml_collections.ConfigDict()
     config.sweep.arm_set = arm_set
