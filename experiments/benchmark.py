@@ -1,59 +1,76 @@
-"""Training throughput of the compiled train step: images/s per upsampler, batch size and impl.
+"""Training throughput of the compiled train step, through the same ParallelTrainer as training.
 
 A script that prints numbers, not a test. Usage (from the repo root):
-  python experiments/benchmark.py [--batch_sizes=64,128] [--steps=30]
-Random uint8 images stand in for the dataset: throughput does not depend on pixel values.
+  python experiments/benchmark.py [--batch_sizes=64,128] [--steps=30] [--replicas=1,5]
+    [--dtypes=float32,bfloat16] [--upsamplers=transpose,bilinear,nearest]
+Each row: one variant's compile time, ms per call and images/s summed over replicas (a call is
+one train step of every replica). Random uint8 images stand in for the dataset: throughput does
+not depend on pixel values. Replica rows run the default upsampler only.
 """
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from gan import models
+from gan import data, models
 from gan.config_checks import default_config
-from gan.train_step import create_state, make_train_call, make_train_step
+from gan.parallel import ParallelTrainer
+from gan.train_step import create_state
 
-flags.DEFINE_list("batch_sizes", ["64", "128"], "Global batch sizes.")
+flags.DEFINE_list("batch_sizes", ["64", "128"], "Batch sizes (per replica).")
 flags.DEFINE_list("upsamplers", list(models.UPSAMPLERS), "Upsamplers to time.")
-flags.DEFINE_integer("steps", 30, "Timed steps per variant (after one warm-up call).")
+flags.DEFINE_list("dtypes", ["float32"], "Compute dtypes to time.")
+flags.DEFINE_list("replicas", ["1"], "Seed replicas per program (vmapped) to time.")
+flags.DEFINE_integer("steps", 30, "Timed calls per variant (after one compiling call).")
 flags.DEFINE_bool("compare_flax_transpose", True, "Also time nn.ConvTranspose for 'transpose'.")
 FLAGS = flags.FLAGS
+NUM_IMAGES = 4096
 
 
-def time_variant(upsample, impl, batch_size, steps):
+def time_variant(upsample, impl, batch_size, dtype, replicas, steps):
     config = default_config()
-    config.model.upsample, config.model.transpose_impl = upsample, impl
-    generator, discriminator = models.make_models(config, 28)
-    state = create_state(config, generator, discriminator, (28, 28, 1), 0)
-    call = jax.jit(make_train_call(make_train_step(config, generator, discriminator)))
-    images = jax.device_put(np.random.default_rng(0).integers(0, 256, (4096, 28, 28, 1), np.uint8))
-    indices = np.arange(batch_size, dtype=np.int32)[None]
+    config.model.upsample, config.model.transpose_impl, config.dtype = upsample, impl, dtype
+    trainer = ParallelTrainer(config, 28, 1, jnp.dtype(dtype), replicas=replicas)
+    state = trainer.place(trainer.stack([
+        create_state(config, trainer.generator, trainer.discriminator, (28, 28, 1), seed)
+        for seed in range(replicas)]))
+    images = trainer.place_images(
+        np.random.default_rng(0).integers(0, 256, (NUM_IMAGES, 28, 28, 1), np.uint8))
+    indices = trainer.stack([data.batch_indices(seed, 0, 1, batch_size, NUM_IMAGES)
+                             for seed in range(replicas)])
     t0 = time.perf_counter()
-    state, _ = jax.block_until_ready(call(state, images, indices))
+    state, metrics = jax.block_until_ready(trainer.call(state, images, indices))
     compile_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     for _ in range(steps):
-        state, metrics = call(state, images, indices)
+        state, metrics = trainer.call(state, images, indices)
     jax.block_until_ready(metrics)
-    step_s = (time.perf_counter() - t0) / steps
-    return compile_s, step_s
+    call_s = (time.perf_counter() - t0) / steps
+    return compile_s, call_s
 
 
 def main(_):
     print(f"devices: {jax.devices()}")
-    print(f"{'upsample':10s} {'impl':11s} {'batch':>5s} {'compile s':>9s} {'ms/step':>8s} "
-          f"{'img/s':>7s}")
+    print(f"{'upsample':10s} {'impl':11s} {'dtype':9s} {'replicas':>8s} {'batch':>5s} "
+          f"{'compile s':>9s} {'ms/call':>8s} {'img/s':>7s}")
+    variants = []
+    for upsample in FLAGS.upsamplers:
+        impls = ["custom_vjp"]
+        if upsample == "transpose" and FLAGS.compare_flax_transpose:
+            impls.append("flax")
+        variants += [(upsample, impl, 1) for impl in impls]
+    variants += [("transpose", "custom_vjp", int(r)) for r in FLAGS.replicas if int(r) > 1]
     for batch_size in map(int, FLAGS.batch_sizes):
-        for upsample in FLAGS.upsamplers:
-            impls = ["custom_vjp"]
-            if upsample == "transpose" and FLAGS.compare_flax_transpose:
-                impls.append("flax")
-            for impl in impls:
-                compile_s, step_s = time_variant(upsample, impl, batch_size, FLAGS.steps)
+        for dtype in FLAGS.dtypes:
+            for upsample, impl, replicas in variants:
+                compile_s, call_s = time_variant(upsample, impl, batch_size, dtype, replicas,
+                                                 FLAGS.steps)
                 name = impl if upsample == "transpose" else "-"
-                print(f"{upsample:10s} {name:11s} {batch_size:5d} {compile_s:9.1f} "
-                      f"{step_s * 1e3:8.1f} {batch_size / step_s:7.0f}", flush=True)
+                print(f"{upsample:10s} {name:11s} {dtype:9s} {replicas:8d} {batch_size:5d} "
+                      f"{compile_s:9.1f} {call_s * 1e3:8.1f} "
+                      f"{replicas * batch_size / call_s:7.0f}", flush=True)
 
 
 if __name__ == "__main__":

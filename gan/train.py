@@ -17,11 +17,11 @@ import numpy as np
 from absl import logging
 
 from gan import config_checks, data, images, models
-from gan.parallel import ParallelTrainer
 from gan.checkpointing import Checkpointer
 from gan.errors import UserFacingError
 from gan.evaluation.suite import evaluate_generator
 from gan.metrics_writer import MetricsWriter
+from gan.parallel import ParallelTrainer
 from gan.train_step import create_state
 from gan.workdir_lock import WorkdirLock
 
@@ -194,8 +194,8 @@ def train_replicas(config, workdirs, seeds):
     config_checks.check_devices(config, jax.device_count())
     if len(workdirs) != len(seeds) or len(set(map(os.path.abspath, workdirs))) != len(workdirs):
         raise ValueError(f"Need one distinct workdir per seed, got {workdirs} for {seeds}.")
-    for workdir in workdirs:
-        _check_resume_config(config, workdir)
+    for workdir, seed in zip(workdirs, seeds):
+        _check_resume_config(_with_seed(config, seed), workdir)
     for workdir in workdirs:
         os.makedirs(workdir, exist_ok=True)
     with contextlib.ExitStack() as stack:
@@ -240,13 +240,13 @@ def _train(config, workdirs, seeds, stop):
                               dtype, replicas=len(seeds))
     runs = [_Run(config, workdir, seed) for workdir, seed in zip(workdirs, seeds)]
     try:
-        return _train_runs(config, runs, trainer, train_images, num_steps, dtype, stop)
+        return _train_runs(config, runs, trainer, train_images, num_steps, stop)
     finally:
         for run in runs:
             run.close()
 
 
-def _train_runs(config, runs, trainer, train_images, num_steps, dtype, stop):
+def _train_runs(config, runs, trainer, train_images, num_steps, stop):
     t = config.train
     num_examples = len(train_images)
     generator = trainer.generator

@@ -103,6 +103,12 @@ def test_vmapped_replicas_equal_seeds_run_alone(tmp_path, data_dir):
     for name in ("r3", "r4"):
         for output in ("done.json", "metrics.jsonl", "checkpoints/10", "samples/step_0000010.png"):
             assert (tmp_path / name / output).exists(), (name, output)
+    # Rerunning the group resumes each replica from its own checkpoint (its own seed's config).
+    again = train.train_replicas(run_config(), [str(tmp_path / "r3"), str(tmp_path / "r4")],
+                                 [3, 4])
+    for before, after in zip(replicas, again):
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_bfloat16_compute_trains_with_float32_parameters(tmp_path, data_dir):
