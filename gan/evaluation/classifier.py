@@ -117,7 +117,8 @@ def train(dataset, data_dir="", epochs=3, batch_size=128, lr=2e-3, seed=0, max_s
     params = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1)))["params"]
     steps_per_epoch = len(images) // batch_size
     total = epochs * steps_per_epoch if max_steps is None else max_steps
-    tx = optax.adam(optax.warmup_cosine_decay_schedule(0.0, lr, steps_per_epoch // 4, total))
+    warmup = min(steps_per_epoch // 4, total // 2)
+    tx = optax.adam(optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total))
     opt_state = tx.init(params)
     dropout_key = jax.random.PRNGKey(seed + 1)
 

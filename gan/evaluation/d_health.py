@@ -1,8 +1,11 @@
 """Health of a trained discriminator: dead units, gradient norms, calibration of its sigmoid.
 
 Computed in inference mode (BatchNorm uses its running averages) on a fixed set of held-out
-reals (label 1) and fresh fakes (label 0).
+reals (label 1) and fresh fakes (label 0). Calibration reads sigmoid(logit) as P(real) whatever
+the loss: for hinge and least squares, which never trained through a sigmoid, that is exactly
+the reading claim C3 questions.
 """
+import functools
 import re
 
 import jax
@@ -32,23 +35,28 @@ def calibration(probs, labels, bins=ECE_BINS):
             "d_accuracy": float(np.mean((probs > 0.5) == (labels > 0.5)))}
 
 
-def d_health(discriminator, d_variables, real_uint8, fake_uint8):
-    images = np.concatenate([real_uint8, fake_uint8])
-    labels = np.concatenate([np.ones(len(real_uint8)), np.zeros(len(fake_uint8))])
-
-    @jax.jit
+@functools.lru_cache(maxsize=8)
+def _forward(discriminator):
+    """Compiled once per discriminator: evaluations inside training reuse it."""
     def forward(variables, x):
-        def mean_logit(params, x):
+        def total_logit(params, x):
             logits, pre = discriminator.apply({**variables, "params": params}, x, train=False,
                                               return_preactivations=True)
             return logits.sum(), (logits, pre)
         # Each image's logit depends on its own input only (inference mode), so the gradient of
         # the sum w.r.t. the input holds every image's own input gradient.
         (_, (logits, pre)), (g_params, g_input) = jax.value_and_grad(
-            mean_logit, argnums=(0, 1), has_aux=True)(variables["params"], x)
+            total_logit, argnums=(0, 1), has_aux=True)(variables["params"], x)
         alive = [jnp.any(p > 0, axis=(0, 1, 2)) for p in pre]  # per channel, over batch and space
         input_norms = jnp.sqrt(jnp.sum(jnp.square(g_input), axis=(1, 2, 3)))
         return logits, alive, input_norms, g_params
+    return jax.jit(forward)
+
+
+def d_health(discriminator, d_variables, real_uint8, fake_uint8):
+    images = np.concatenate([real_uint8, fake_uint8])
+    labels = np.concatenate([np.ones(len(real_uint8)), np.zeros(len(fake_uint8))])
+    forward = _forward(discriminator)
 
     logits, input_norms, alive, g_sum = [], [], None, None
     for s in range(0, len(images), BATCH):

@@ -53,7 +53,8 @@ def evaluate_images(fake_uint8, dataset_name, *, data_dir="", num_samples=None, 
     fakes = check_count(as_uint8_images(fakes, "images"), num_samples, "images")
     n, size = len(fakes), fakes.shape[1]
     clf = classifier_lib.get_classifier(dataset_name, data_dir, cache_dir)
-    reals, real_features, real_probs = _reference(dataset_name, data_dir, cache_dir, n)
+    reals, real_features, real_probs = _reference(  # resolved paths: the cache key
+        dataset_name, data.resolve_data_dir(data_dir), classifier_lib.resolve_cache_dir(cache_dir), n)
     fakes_28 = data.resize_images(fakes, classifier_lib.IMAGE_SIZE)
     fake_features, fake_probs = clf.predict(fakes_28)
     reals_native = data.resize_images(reals, size)
@@ -91,12 +92,18 @@ def train_subset(num_train, num_samples, seed=0):
     return np.random.default_rng(seed).permutation(num_train)[:num_samples]
 
 
+@functools.lru_cache(maxsize=8)
+def _sampler(generator):
+    """Compiled once per generator: evaluations inside training reuse it."""
+    return jax.jit(lambda variables, z: generator.apply(variables, z, train=False))
+
+
 def sample_generator(generator, g_variables, num_samples, latent_dim, seed, batch_size=500):
     """uint8 (N, H, W, C) samples in inference mode, from latents that are a function of the seed
     alone (and differ from the training and sample-grid latents)."""
     key = jax.random.fold_in(jax.random.PRNGKey(seed), 0xE7A1)
     z = np.asarray(jax.random.normal(key, (num_samples, latent_dim)), np.float32)
-    apply = jax.jit(lambda v, z: generator.apply(v, z, train=False))
+    apply = _sampler(generator)
     out = []
     for s in range(0, num_samples, batch_size):
         batch = z[s:s + batch_size]
