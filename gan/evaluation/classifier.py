@@ -25,7 +25,8 @@ from gan import data
 from gan.errors import UserFacingError
 
 CACHE_DIR_ENV = "GAN_CACHE_DIR"
-RECIPE = "cnn5x5s2-32-64-d256_drop0.3_adam2e-3_b128_e3_seed0"  # part of the cache path: change it when the recipe changes
+# Part of the cache path and of every result: change it whenever the recipe below changes.
+RECIPE = "cnn5x5s2-32-64-d256_drop0.3_adam2e-3_b128_e3_seed0"
 IMAGE_SIZE = 28
 FEATURE_DIM = 256
 TARGET_ACCURACY = {"mnist": 0.99, "fashion_mnist": 0.90}
@@ -92,6 +93,9 @@ class Classifier:
     def predict(self, images_uint8):
         """Fixed batches (the last one padded) so every image sees the same compiled program."""
         images_uint8 = np.asarray(images_uint8, np.uint8)
+        if images_uint8.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 1):
+            raise ValueError(f"The classifier takes (N, {IMAGE_SIZE}, {IMAGE_SIZE}, 1) uint8 images, "
+                             f"got {images_uint8.shape}; resize with gan.data.resize_images.")
         feats, probs = [], []
         for start in range(0, len(images_uint8), EVAL_BATCH):
             batch = images_uint8[start:start + EVAL_BATCH]
