@@ -26,6 +26,6 @@ setup(
     extras_require={
         "test": ["pytest>=8.0"],
         # tfds.load reads TFRecords through TensorFlow.
-        "tfds": ["tensorflow-cpu>=2.16"],
+        "tfds": ["tensorflow-cpu>=2.16", "importlib_resources"],
     },
 )

@@ -35,6 +35,9 @@ NON_NEGATIVE = ("train.num_steps", "train.num_epochs", "model.leaky_slope", "dat
 UNIT_INTERVAL = ("optim.g_b1", "optim.d_b1", "optim.b2")  # [0, 1)
 
 
+MIN_EVAL_SAMPLES = 10  # gan.evaluation.inputs.MIN_IMAGES; the k-NN metrics need a few
+
+
 class ConfigError(UserFacingError, ValueError):
     """A config field has an unknown name, a wrong type or an unsupported value."""
 
@@ -98,6 +101,9 @@ def validate(config, extra_fields=()):
     if flat["dataset.image_size"] and flat["dataset.image_size"] not in models.SIZE_PATTERNS:
         problems.append(f"dataset.image_size={flat['dataset.image_size']} fits no stride-2 "
                         f"pattern; use 0 (native) or one of {sorted(models.SIZE_PATTERNS)}")
+    if flat["eval.num_samples"] < MIN_EVAL_SAMPLES:
+        problems.append(f"eval.num_samples={flat['eval.num_samples']} must be >= "
+                        f"{MIN_EVAL_SAMPLES} (metrics are noisy below ~1000)")
     if flat["replicas_per_program"] > 1 and flat["parallelism"] != "single":
         problems.append("replicas_per_program > 1 needs parallelism='single'")
     if flat["train.num_steps"] == 0 and flat["train.num_epochs"] == 0:

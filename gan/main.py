@@ -56,12 +56,20 @@ def _require(workdir):
     return workdir
 
 
+def _last_line_of_traceback(message):
+    """ml_collections puts a config file's whole traceback in its error: keep what it says."""
+    if "Traceback (most recent call last)" not in message:
+        return message
+    lines = [line for line in message.splitlines() if line.strip()]
+    return f"{lines[0]} {lines[-1].strip()}"
+
+
 def parse_flags(argv):
     """absl's parsing, but an unknown --config.a.b field is one clear line, not a traceback."""
     try:
         return FLAGS(argv)
-    except flags.Error as e:
-        message = str(e)
+    except (flags.Error, OSError, ValueError) as e:  # also: config file missing or failing
+        message = _last_line_of_traceback(str(e))
     except (AttributeError, KeyError) as e:  # ml_collections: no such field (with a suggestion)
         words = str(e.args[0] if e.args else e).replace("\\n", " ").replace("\\'", "").split()
         message = "unknown config field " + " ".join(words).strip("'")
@@ -75,7 +83,13 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     logging.get_absl_logger().addFilter(_quiet_libraries)
     try:
-        run(FLAGS.config, FLAGS.workdir)
+        config = FLAGS.config
+        "sweep" in config  # pylint: disable=pointless-statement  (loads the file: errors now)
+    except OSError as e:  # ml_collections reports a missing config file only on first use
+        logging.error("%s", _last_line_of_traceback(str(e)).replace("\n", " "))
+        sys.exit(2)
+    try:
+        run(config, FLAGS.workdir)
     except UserFacingError as e:
         logging.error("%s", e)
         sys.exit(getattr(e, "exit_code", 2))

@@ -81,8 +81,9 @@ CLAIMS = (
           lambda c: c["model.upsample"] == "transpose",
           lambda c: c["model.upsample"] in ("bilinear", "nearest"),
           (Test("fid", "lower"), Test("abs_log_hf_ratio", "lower"),
-           Test("checkerboard", "lower"), Test("precision", "higher"),
-           Test("recall", "higher", decides=False))),
+           Test("checkerboard", "lower"),
+           # Blur raises precision (experiments/calibration): it never decides alone.
+           Test("precision", "higher", decides=False), Test("recall", "higher", decides=False))),
     Claim("C2", "LeakyReLU in D keeps units alive and training more stable than ReLU.",
           ("model.d_activation", "model.leaky_slope"),
           lambda c: not _relu(c), _relu,
@@ -534,6 +535,19 @@ def build_markdown(config, runs_by_arm, settings, claims, plot_files, plot_missi
 
 def write_report(config, workdir):
     """Writes report.md, results.csv and plots/ under workdir; returns the report's path."""
+    stale = [f"{sweep.run_dir(workdir, arm, seed)}: {'; '.join(diff)}"
+             for arm in sweep.arms(config) for seed in sweep.seeds(config)
+             if (diff := sweep.config_mismatch(sweep.run_dir(workdir, arm, seed),
+                                               sweep.run_config(config, arm, seed)))]
+    if stale:
+        raise sweep.SweepError(
+            "Runs in this workdir were made with another config than the one given now, so a "
+            "report would mislabel them:\n  " + "\n  ".join(stale[:10]) + "\nGive the sweep's "
+            "original config/overrides, or run the sweep (without --report_only) to bring the "
+            "runs to this config.")
+    if not any(os.path.isdir(os.path.join(workdir, arm.name)) for arm in sweep.arms(config)):
+        raise sweep.SweepError(f"No run of this sweep exists in {workdir}: check --workdir, or "
+                               "run the sweep first (without --report_only).")
     runs_by_arm = collect(config, workdir)
     settings = arm_settings(config)
     claims = [evaluate_claim(c, settings, runs_by_arm) for c in CLAIMS]

@@ -107,8 +107,32 @@ def run_dir(workdir, arm_or_name, seed):
     return os.path.join(workdir, name, f"seed_{seed}")
 
 
-def is_finished(path):
-    return os.path.exists(os.path.join(path, "done.json"))
+# Fields that define a run's result: a finished run made with other values is not this run.
+RESULT_FIELDS = ("seed", "loss", "dtype", "dataset.name", "dataset.image_size",
+                 "train.batch_size", "train.num_steps", "train.num_epochs", "eval.num_samples")
+RESULT_PREFIXES = ("model.", "optim.")
+EXEMPT_FIELDS = ("model.transpose_impl",)  # same math either way
+
+
+def config_mismatch(path, run_cfg):
+    """['field: run X, sweep Y', ...] where the run in `path` was made with another config."""
+    try:
+        with open(os.path.join(path, "config.json")) as f:
+            saved = config_checks.flatten(json.load(f))
+    except (OSError, ValueError):
+        return []
+    wanted = config_checks.flatten(run_cfg.to_dict())
+    return [f"{name}: run {saved.get(name)!r}, sweep {wanted.get(name)!r}"
+            for name in sorted(set(saved) | set(wanted))
+            if (name in RESULT_FIELDS or name.startswith(RESULT_PREFIXES))
+            and name not in EXEMPT_FIELDS and saved.get(name) != wanted.get(name)]
+
+
+def is_finished(path, run_cfg=None):
+    """done.json exists and, given the run's config, the run was made with it."""
+    if not os.path.exists(os.path.join(path, "done.json")):
+        return False
+    return run_cfg is None or not config_mismatch(path, run_cfg)
 
 
 def write_status(path, status, **fields):
@@ -222,7 +246,7 @@ def run_sweep(config, workdir, arm=None, train_fn=None):
     for a in selected:
         pending = []
         for seed in seeds(config):
-            if is_finished(run_dir(workdir, a, seed)):
+            if is_finished(run_dir(workdir, a, seed), run_config(config, a, seed)):
                 outcomes[(a.name, seed)] = "skipped"
             else:
                 pending.append(seed)

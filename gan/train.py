@@ -68,6 +68,15 @@ def sample_diversity(samples, reference):
     return spread(samples) / max(spread(reference), 1e-12)
 
 
+def _evaluated_step(path):
+    """The step an existing eval.json evaluated (None if absent): a longer run re-evaluates."""
+    try:
+        with open(path) as f:
+            return json.load(f).get("step")
+    except (OSError, ValueError):
+        return None
+
+
 def _scalars(result):
     """The numeric entries of an evaluation (curves go to metrics.jsonl; spectra do not)."""
     return {k: v for k, v in result.items()
@@ -197,7 +206,10 @@ def train_replicas(config, workdirs, seeds):
     for workdir, seed in zip(workdirs, seeds):
         _check_resume_config(_with_seed(config, seed), workdir)
     for workdir in workdirs:
-        os.makedirs(workdir, exist_ok=True)
+        try:
+            os.makedirs(workdir, exist_ok=True)
+        except OSError as e:
+            raise config_checks.ConfigError(f"Cannot use --workdir {workdir}: {e}.") from e
     with contextlib.ExitStack() as stack:
         for workdir in workdirs:
             stack.enter_context(WorkdirLock(workdir))
@@ -235,6 +247,9 @@ def _train(config, workdirs, seeds, stop):
     num_steps = config_checks.total_steps(config, num_examples)
     logging.info("Dataset %s: %d training images of %s.", config.dataset.name, num_examples,
                  train_images.shape[1:])
+    if config.eval.final or config.eval.every:  # read the test split now, not after training
+        d = config.dataset
+        data.load_split(d.name, "test", d.data_dir, d.download)
 
     trainer = ParallelTrainer(config, config_checks.image_size(config), train_images.shape[-1],
                               dtype, replicas=len(seeds))
@@ -358,7 +373,7 @@ def _train_runs(config, runs, trainer, train_images, num_steps, stop):
     for run, final in zip(runs, final_states):
         run.checkpointer.wait()
         eval_path = os.path.join(run.workdir, "eval.json")
-        if config.eval.final and not os.path.exists(eval_path):
+        if config.eval.final and _evaluated_step(eval_path) != int(final.step):
             result = {"step": int(final.step), **evaluate(run, final, config.eval.num_samples)}
             run.writer.write(int(final.step), _scalars(result))
             with open(eval_path + ".tmp", "w") as f:

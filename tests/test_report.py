@@ -255,9 +255,25 @@ def test_report_says_what_is_missing(tmp_path):
     assert "| 1/4 | 2/4 |" in c2_failures
 
 
-def test_report_of_an_empty_workdir_lists_every_run_as_missing(tmp_path):
+def test_report_of_an_empty_workdir_is_refused(tmp_path):
+    """A mistyped --workdir must not yield a report of nothing that looks like a result."""
+    with pytest.raises(sweep.SweepError, match="No run of this sweep exists"):
+        report.write_report(ablation_config("slope"), str(tmp_path))
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_report_refuses_runs_made_with_another_config(tmp_path):
+    """--report_only with other overrides (more steps, another dataset) would mislabel the runs."""
     config = ablation_config("slope")
-    markdown = open(report.write_report(config, str(tmp_path))).read()
-    assert "25 runs missing (no folder)" in markdown
-    assert verdicts(markdown)["C2"] == "inconclusive"
-    assert "No final metrics" in markdown
+    arm = sweep.arms(config)[0]
+    path = sweep.run_dir(str(tmp_path), arm, config.seed)
+    os.makedirs(path)
+    with open(os.path.join(path, "config.json"), "w") as f:
+        f.write(sweep.run_config(config, arm, config.seed).to_json())
+    with open(os.path.join(path, "done.json"), "w") as f:
+        json.dump({"step": config.train.num_steps}, f)
+    assert sweep.is_finished(path, sweep.run_config(config, arm, config.seed))
+    config.train.num_steps *= 10
+    assert not sweep.is_finished(path, sweep.run_config(config, arm, config.seed))
+    with pytest.raises(sweep.SweepError, match="train.num_steps: run 400, sweep 4000"):
+        report.write_report(config, str(tmp_path))

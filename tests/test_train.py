@@ -200,3 +200,6 @@ def test_evaluation_curves_and_final_eval_json(tmp_path, data_dir):
     mtime = os.path.getmtime(os.path.join(workdir, "eval.json"))
     train.train_and_evaluate(config, workdir)
     assert os.path.getmtime(os.path.join(workdir, "eval.json")) == mtime
+    config.train.num_steps = NUM_STEPS + 20  # training on re-evaluates the longer run
+    train.train_and_evaluate(config, workdir)
+    assert json.load(open(os.path.join(workdir, "eval.json")))["step"] == NUM_STEPS + 20

@@ -50,8 +50,8 @@ def check_count(images, num_samples=None, name="samples"):
     need = num_samples or len(images)
     if need < MIN_IMAGES or len(images) < need:
         raise SampleError(f"{name}: {len(images)} images, but {max(need, MIN_IMAGES)} are needed "
-                          f"(num_samples={num_samples}, minimum {MIN_IMAGES}); pass more images "
-                          "or a smaller num_samples.")
+                          f"(num_samples={num_samples}, minimum {MIN_IMAGES}); pass more images, "
+                          f"or a num_samples between {MIN_IMAGES} and the number of images.")
     return images[:need]
 
 
