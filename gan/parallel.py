@@ -90,6 +90,12 @@ class ParallelTrainer:
             return jax.device_put(images, self._replicated)
         return jax.device_put(images)
 
+    def compiled(self, state, images, indices):
+        """The compiled single/sharded program (for XLA's cost and memory analyses)."""
+        if self.mode == "pmap":
+            raise ValueError("compiled() covers the jit modes (single, sharded) only.")
+        return self._call.lower(state, images, indices).compile()
+
     def call(self, state, images, indices):
         """Runs len(indices) steps; `indices` (n, global batch) are the global batch's rows."""
         if self.mode == "pmap":
