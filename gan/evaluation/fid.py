@@ -48,9 +48,12 @@ def _mmd2_unbiased(x, y):
 
 
 def kid(real_features, fake_features, num_subsets=100, subset_size=1000, seed=0):
-    """(mean, std) of the unbiased MMD^2 over random subsets of min(subset_size, N) images each."""
+    """(mean, std) of the unbiased MMD^2 over random subsets of min(subset_size, N/2) images each.
+
+    At most half of each set per subset, so subsets differ and the std means something also
+    when N <= subset_size (with subsets of the whole set it was ~0)."""
     x, y = (np.asarray(f, np.float64) for f in (real_features, fake_features))
-    n = min(subset_size, len(x), len(y))
+    n = min(subset_size, len(x) // 2, len(y) // 2)
     if n < 2:
         raise ValueError(f"KID needs at least 2 images per set, got {len(x)} real, {len(y)} fake.")
     rng = np.random.default_rng(seed)
