@@ -6,6 +6,7 @@ are checked against the values the code supports.
 """
 import difflib
 import importlib.util
+import json
 import os
 
 import ml_collections
@@ -115,6 +116,21 @@ def validate(config, extra_fields=()):
     if problems:
         raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
     return flat
+
+
+def saved_config_differences(workdir, config, names, prefixes=(), exempt=()):
+    """[(field, saved value, current value)] where `workdir`'s config.json differs from `config`
+    in a field listed in `names` or under one of `prefixes` (except `exempt`); [] if no file."""
+    try:
+        with open(os.path.join(workdir, "config.json")) as f:
+            saved = flatten(json.load(f))
+    except (OSError, ValueError):
+        return []
+    current = flatten(config.to_dict())
+    return [(name, saved.get(name), current.get(name))
+            for name in sorted(set(saved) | set(current))
+            if (name in names or name.startswith(tuple(prefixes))) and name not in exempt
+            and saved.get(name) != current.get(name)]
 
 
 def check_devices(config, device_count):

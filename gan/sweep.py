@@ -116,16 +116,9 @@ EXEMPT_FIELDS = ("model.transpose_impl",)  # same math either way
 
 def config_mismatch(path, run_cfg):
     """['field: run X, sweep Y', ...] where the run in `path` was made with another config."""
-    try:
-        with open(os.path.join(path, "config.json")) as f:
-            saved = config_checks.flatten(json.load(f))
-    except (OSError, ValueError):
-        return []
-    wanted = config_checks.flatten(run_cfg.to_dict())
-    return [f"{name}: run {saved.get(name)!r}, sweep {wanted.get(name)!r}"
-            for name in sorted(set(saved) | set(wanted))
-            if (name in RESULT_FIELDS or name.startswith(RESULT_PREFIXES))
-            and name not in EXEMPT_FIELDS and saved.get(name) != wanted.get(name)]
+    return [f"{name}: run {old!r}, sweep {new!r}" for name, old, new in
+            config_checks.saved_config_differences(path, run_cfg, RESULT_FIELDS,
+                                                   RESULT_PREFIXES, EXEMPT_FIELDS)]
 
 
 def is_finished(path, run_cfg=None):

@@ -93,21 +93,12 @@ def _format_eta(seconds):
 
 def _check_resume_config(config, workdir):
     """Refuses to resume a run whose saved config differs in a frozen field, naming each."""
-    path = os.path.join(workdir, "config.json")
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        saved = config_checks.flatten(json.load(f))
-    current = config_checks.flatten(config.to_dict())
-    differing = [
-        f"{name}: saved {saved.get(name)!r}, now {current.get(name)!r}"
-        for name in sorted(set(saved) | set(current))
-        if (name in FROZEN_ON_RESUME or name.startswith(FROZEN_PREFIXES_ON_RESUME))
-        and name not in RESUMABLE_MODEL_FIELDS and saved.get(name) != current.get(name)]
+    differing = config_checks.saved_config_differences(
+        workdir, config, FROZEN_ON_RESUME, FROZEN_PREFIXES_ON_RESUME, RESUMABLE_MODEL_FIELDS)
     if differing:
         raise config_checks.ConfigError(
             f"{workdir} holds a run with another config; resuming would change:\n  "
-            + "\n  ".join(differing)
+            + "\n  ".join(f"{name}: saved {old!r}, now {new!r}" for name, old, new in differing)
             + "\nUse the saved values (see its config.json) or another --workdir.")
 
 
