@@ -23,8 +23,10 @@ def get_config():
     config.model = ml_collections.ConfigDict()
     config.model.latent_dim = 100
     config.model.upsample = "transpose"  # transpose | bilinear | nearest
-    # transpose only: 'custom_vjp' computes the weight gradient as an ordinary strided conv
-    # (fast on XLA CPU); 'flax' is nn.ConvTranspose. Same math, same parameters.
+    # How transposed convs are computed: G's upsampling (upsample='transpose') and the input
+    # gradient of D's strided convs. 'custom_vjp' never emits the lhs-dilated convs that XLA CPU
+    # runs slowly (gan/conv_transpose.py); 'flax' is nn.ConvTranspose / nn.Conv with autodiff.
+    # Same math, same parameters.
     config.model.transpose_impl = "custom_vjp"
     config.model.kernel_size = 4
     config.model.g_features = 64  # channels of the last hidden G layer; doubles per layer inward

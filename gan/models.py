@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gan.conv_transpose import FastConvTranspose
+from gan.conv_transpose import FastConv, FastConvTranspose
 
 UPSAMPLERS = ("transpose", "bilinear", "nearest")
 TRANSPOSE_IMPLS = ("custom_vjp", "flax")
@@ -102,12 +102,20 @@ class Discriminator(nn.Module):
     activation: str = "leaky_relu"
     leaky_slope: float = 0.2
     norm: str = "none"
+    transpose_impl: str = "custom_vjp"  # the input gradient of a strided conv is a transposed conv
     dtype: jnp.dtype = jnp.float32
     bn_axis_name: str = None  # pmap axis over which BatchNorm statistics are synchronised
 
     @nn.compact
     def __call__(self, x, train: bool = True, return_preactivations: bool = False):
         _, n_down = size_pattern(self.image_size)
+        if self.transpose_impl == "custom_vjp":
+            conv = FastConv
+        elif self.transpose_impl == "flax":
+            conv = functools.partial(nn.Conv, padding="SAME")
+        else:
+            raise ValueError(f"Unknown transpose_impl {self.transpose_impl!r}; "
+                             f"valid: {TRANSPOSE_IMPLS}.")
         if self.activation == "leaky_relu":
             act = functools.partial(nn.leaky_relu, negative_slope=self.leaky_slope)
         elif self.activation == "relu":
@@ -120,8 +128,10 @@ class Discriminator(nn.Module):
         x = x.astype(self.dtype)
         for i in range(n_down):
             use_norm = self.norm == "batch" and i > 0
-            x = nn.Conv(self.features * 2 ** i, (self.kernel_size,) * 2, strides=(2, 2),
-                        padding="SAME", use_bias=not use_norm, kernel_init=_init, dtype=self.dtype)(x)
+            # Named as nn.Conv auto-names itself: both impls share one parameter path.
+            x = conv(self.features * 2 ** i, (self.kernel_size,) * 2, strides=(2, 2),
+                     use_bias=not use_norm, kernel_init=_init, dtype=self.dtype,
+                     name=f"Conv_{i}")(x)
             if use_norm:
                 x = nn.BatchNorm(use_running_average=not train, momentum=0.9, dtype=self.dtype,
                                  axis_name=self.bn_axis_name)(x)
@@ -139,7 +149,8 @@ def make_models(config, image_size, channels=1, dtype=jnp.float32, bn_axis_name=
                           transpose_impl=m.transpose_impl, dtype=dtype, bn_axis_name=bn_axis_name)
     discriminator = Discriminator(image_size=image_size, features=m.d_features,
                                   kernel_size=m.kernel_size, activation=m.d_activation,
-                                  leaky_slope=m.leaky_slope, norm=m.d_norm, dtype=dtype,
+                                  leaky_slope=m.leaky_slope, norm=m.d_norm,
+                                  transpose_impl=m.transpose_impl, dtype=dtype,
                                   bn_axis_name=bn_axis_name)
     return generator, discriminator
 

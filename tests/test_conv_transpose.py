@@ -1,7 +1,10 @@
-"""gan.conv_transpose.FastConvTranspose: same forward values and gradients as
-flax.linen.ConvTranspose(padding='SAME') with the same parameters, for many shapes; and it
-really computes its weight gradient as an ordinary (not lhs-dilated) convolution.
+"""gan.conv_transpose.FastConvTranspose and FastConv: same forward values and gradients as
+flax.linen.ConvTranspose / Conv(padding='SAME') with the same parameters, for many shapes;
+gan.subpixel equals lax.conv_transpose for any pads; and no lhs-dilated convolution (XLA CPU's
+slow path) is left in their forward or gradients.
 """
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -9,7 +12,10 @@ import numpy as np
 import pytest
 
 from gan import models
-from gan.conv_transpose import FastConvTranspose
+from jax import lax
+
+from gan.conv_transpose import FastConv, FastConvTranspose
+from gan.subpixel import conv_transpose_subpixel
 
 # (kernel_size, strides, in_channels, out_channels, height, width)
 CASES = [
@@ -100,18 +106,100 @@ def _count_lhs_dilated_convs(jaxpr):
     return count
 
 
-def test_gradient_uses_no_lhs_dilated_weight_gradient():
-    """The fast path's point: the only lhs-dilated conv is the forward one (flax's autodiff adds
-    a second for the weight gradient, the pathologically slow op on XLA CPU)."""
-    x = jnp.ones((2, 7, 7, 8))
+def _lhs_dilated_in_forward_and_gradients(layer, x, variables):
+    grad = jax.grad(lambda v, x: jnp.sum(layer.apply(v, x)), argnums=(0, 1))
+    return _count_lhs_dilated_convs(jax.make_jaxpr(grad)(variables, x).jaxpr)
+
+
+def test_no_lhs_dilated_conv_anywhere():
+    """The fast path's point: flax's transposed conv is lhs-dilated in its forward and weight
+    gradient, a strided conv in its input gradient; the fast layers have none of them."""
+    x = jnp.ones((2, 8, 8, 8))
     variables = _variables((4, 4), 8, 4)
-
-    def count(layer):
-        grad = jax.grad(lambda v, x: jnp.sum(layer.apply(v, x)), argnums=(0, 1))
-        return _count_lhs_dilated_convs(jax.make_jaxpr(grad)(variables, x).jaxpr)
-
+    count = functools.partial(_lhs_dilated_in_forward_and_gradients, x=x, variables=variables)
     assert count(nn.ConvTranspose(4, (4, 4), (2, 2), padding="SAME")) == 2  # sanity of the probe
-    assert count(FastConvTranspose(4, (4, 4), (2, 2))) == 1
+    assert count(nn.Conv(4, (4, 4), (2, 2), padding="SAME")) == 1
+    assert count(FastConvTranspose(4, (4, 4), (2, 2))) == 0
+    assert count(FastConv(4, (4, 4), (2, 2))) == 0
+
+
+def _conv_transpose_by_definition(x, w, stride, pads):
+    """y[o] = sum_t xd[o + t] w[t], xd the input dilated by `stride` and padded by `pads`."""
+    (lo_h, hi_h), (lo_w, hi_w) = pads
+    b, h, wd, _ = x.shape
+    kh, kw, _, c_out = w.shape
+    y = np.zeros((b, (h - 1) * stride + lo_h + hi_h - kh + 2,
+                  (wd - 1) * stride + lo_w + hi_w - kw + 2, c_out))
+    for oh, ow, th, tw in np.ndindex(y.shape[1], y.shape[2], kh, kw):
+        ph, pw = oh + th - lo_h, ow + tw - lo_w
+        i, j = ph // stride, pw // stride
+        if ph % stride == 0 and pw % stride == 0 and 0 <= i < h and 0 <= j < wd:
+            y[:, oh, ow] += x[:, i, j] @ w[th, tw]
+    return y
+
+
+@pytest.mark.parametrize("kernel_size, strides", [(4, 2), (3, 2), (5, 2), (1, 2), (2, 2), (4, 3),
+                                                  (3, 1), (5, 3)])
+@pytest.mark.parametrize("size", [5, 7, 8])
+def test_subpixel_matches_the_definition(kernel_size, strides, size):
+    """Any explicit pads, including negative ones (a crop) and ones larger than the kernel.
+    The reference is the definition, not lax.conv_transpose: XLA CPU's own lhs-dilated conv
+    returns garbage for negative pads (seen with jaxlib 0.10.2)."""
+    rng = np.random.default_rng(kernel_size * 100 + strides * 10 + size)
+    x = rng.normal(size=(2, size, size + 1, 3)).astype(np.float32)
+    w = rng.normal(size=(kernel_size, kernel_size, 3, 4)).astype(np.float32)
+    for pads in [(0, 0), (kernel_size - 1, kernel_size - 1), (1, 0), (0, 2), (-1, 1),
+                 (kernel_size + 1, 1)]:
+        expected = _conv_transpose_by_definition(x, w, strides, (pads, pads))
+        if min(expected.shape[1:3]) <= 0:
+            continue
+        _assert_close(conv_transpose_subpixel(x, w, (strides,) * 2, (pads, pads)), expected,
+                      f"pads {pads}")
+
+
+def test_subpixel_equals_lax_conv_transpose_on_the_dcgan_layer():
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3, 7, 7, 6)).astype(np.float32)
+    w = rng.normal(size=(4, 4, 6, 5)).astype(np.float32)
+    expected = lax.conv_transpose(x, w, (2, 2), ((2, 2), (2, 2)),
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    _assert_close(conv_transpose_subpixel(x, w, (2, 2), ((2, 2), (2, 2))), expected, "DCGAN")
+
+
+# (kernel_size, strides, in_channels, out_channels, height, width) of strided convs
+CONV_CASES = [
+    ((4, 4), (2, 2), 5, 3, 14, 14),  # the DCGAN layer shape
+    ((4, 4), (2, 2), 1, 4, 28, 28),
+    ((4, 4), (2, 2), 2, 3, 7, 7),    # odd size: asymmetric SAME pads
+    ((3, 3), (2, 2), 2, 4, 5, 6),
+    ((5, 5), (2, 2), 3, 3, 8, 8),
+    ((3, 3), (1, 1), 3, 2, 5, 5),
+    ((1, 1), (2, 2), 3, 2, 4, 4),
+    ((4, 4), (3, 3), 2, 2, 10, 9),
+    ((3, 5), (2, 1), 2, 3, 6, 5),
+]
+
+
+@pytest.mark.parametrize("kernel_size, strides, c_in, c_out, h, w", CONV_CASES)
+def test_fast_conv_matches_flax_conv(kernel_size, strides, c_in, c_out, h, w):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(2, h, w, c_in)).astype(np.float32)
+    variables = _variables(kernel_size, c_in, c_out)
+    ref = nn.Conv(c_out, kernel_size, strides, padding="SAME")
+    fast = FastConv(c_out, kernel_size, strides)
+    shapes = [jax.eval_shape(lambda k, m=m: m.init(k, x), jax.random.PRNGKey(0))
+              for m in (ref, fast)]
+    assert jax.tree.map(lambda s: (s.shape, s.dtype), shapes[0]) == jax.tree.map(
+        lambda s: (s.shape, s.dtype), shapes[1])
+    y_shape = jax.eval_shape(ref.apply, variables, x).shape
+    cotangent = rng.normal(size=y_shape).astype(np.float32)
+    y_ref, (gv_ref, gx_ref) = _value_and_grads(ref, variables, x, cotangent)
+    y, (gv, gx) = _value_and_grads(fast, variables, x, cotangent)
+    _assert_close(y, y_ref, "forward")
+    _assert_close(gx, gx_ref, "gradient w.r.t. the input")
+    _assert_close(gv["params"]["kernel"], gv_ref["params"]["kernel"], "gradient w.r.t. kernel")
+    _assert_close(gv["params"]["bias"], gv_ref["params"]["bias"], "gradient w.r.t. bias")
+    assert np.any(np.asarray(gx) != 0)
 
 
 def test_vmap_over_replicas():
@@ -175,3 +263,30 @@ def test_low_precision_compute_keeps_float32_params():
     _assert_close(y, ref_y, "bfloat16 forward", rtol=3e-2)
     _assert_close(gv["params"]["kernel"], ref_gv["params"]["kernel"], "bfloat16 kernel grad",
                   rtol=3e-2)
+
+
+def test_discriminator_transpose_impls_agree():
+    """Discriminator(transpose_impl='custom_vjp') == 'flax': same parameter paths, logits, and
+    gradients w.r.t. every parameter and the input images (what G's update flows through)."""
+    x = np.random.default_rng(7).uniform(-1, 1, size=(4, 28, 28, 1)).astype(np.float32)
+    discs = {impl: models.Discriminator(features=4, norm="batch", transpose_impl=impl)
+             for impl in models.TRANSPOSE_IMPLS}
+    variables = discs["flax"].init(jax.random.PRNGKey(0), x, train=False)
+    fast_shapes = jax.eval_shape(lambda k: discs["custom_vjp"].init(k, x, train=False),
+                                 jax.random.PRNGKey(0))
+    assert jax.tree_util.tree_structure(fast_shapes) == jax.tree_util.tree_structure(variables)
+
+    def run(disc):
+        def f(params, x):
+            logits, _ = disc.apply({"params": params, "batch_stats": variables["batch_stats"]},
+                                   x, train=True, mutable=["batch_stats"])
+            return jnp.sum(logits * jnp.arange(1.0, 5.0)), logits
+        return jax.jit(jax.value_and_grad(f, argnums=(0, 1), has_aux=True))(
+            variables["params"], x)
+
+    (_, logits_fast), grads_fast = run(discs["custom_vjp"])
+    (_, logits_flax), grads_flax = run(discs["flax"])
+    _assert_close(logits_fast, logits_flax, "logits")
+    for (path, g_fast), g_flax in zip(jax.tree_util.tree_leaves_with_path(grads_fast),
+                                      jax.tree.leaves(grads_flax)):
+        _assert_close(g_fast, g_flax, f"gradient {jax.tree_util.keystr(path)}", rtol=1e-4)
