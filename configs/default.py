@@ -10,9 +10,13 @@ def get_config():
     # sharded: jit with the batch sharded over a device mesh. train.batch_size is global in all.
     config.parallelism = "single"
     config.sync_batch_norm = True  # pmap: batch-norm statistics over the global batch
-    # Sweeps: seeds of one arm trained together as vmapped replicas of one program (single only).
-    # On XLA CPU vmapped convs become grouped convs, which run slowly: keep 1 there.
+    # Sweeps: seeds of one arm trained together as replicas of one program (single only): one
+    # compile, each seed its own data order, checkpoints and metrics. On this 2-core CPU it
+    # saves nothing in speed (experiments/benchmark_cpu.md), hence 1.
     config.replicas_per_program = 1
+    # How replicas share the program: 'loop' traces each replica's step one after another;
+    # 'vmap' batches them (XLA CPU turns batched convs into grouped convs, ~5x slower there).
+    config.replicas_impl = "loop"
 
     config.dataset = ml_collections.ConfigDict()
     config.dataset.name = "mnist"  # mnist | fashion_mnist

@@ -25,6 +25,7 @@ CHOICES = {
     "loss": losses.LOSSES,
     "dtype": ("float32", "bfloat16", "float16"),
     "parallelism": parallel.PARALLELISMS,
+    "replicas_impl": parallel.REPLICA_IMPLS,
 }
 POSITIVE = ("model.latent_dim", "model.kernel_size", "model.g_features", "model.d_features",
             "optim.g_lr", "optim.d_lr", "train.batch_size", "train.steps_per_call",

@@ -177,7 +177,7 @@ def run_arm_seeds(config, arm, pending_seeds, workdir, train_fn=None):
     """Runs the given seeds of one arm; returns {seed: status}.
 
     With config.replicas_per_program = R > 1, seeds go R at a time through
-    `train.train_replicas` (one vmapped program). A group that fails (one seed diverged, say) or
+    `train.train_replicas` (one program). A group that fails (one seed diverged, say) or
     whose checkpoints stand at different steps is rerun seed by seed, each resuming from its own
     checkpoint, so every seed still gets its own status.json and done.json.
     """

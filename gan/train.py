@@ -185,8 +185,8 @@ def train_and_evaluate(config, workdir):
 def train_replicas(config, workdirs, seeds):
     """Trains independent runs of one config, one per (workdir, seed), in lockstep.
 
-    With several seeds the states are stacked and the step is `vmap`ped, so they share one
-    compiled program; each replica keeps its own data order (that of its seed), checkpoints,
+    With several seeds, one compiled program steps them all (config.replicas_impl: a traced
+    loop over replicas, or `vmap`); each replica keeps its own data order (that of its seed), checkpoints,
     metrics and samples, and computes what it would alone (to float tolerance).
     Returns the final TrainState of each run.
     """

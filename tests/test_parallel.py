@@ -1,8 +1,8 @@
 """Data parallelism and replicas on 8 virtual CPU devices (conftest sets XLA_FLAGS).
 
 pmap and sharded training equal single-device training on the same global batches (with
-synchronised batch norm); vmapped seed replicas equal the same seeds run alone; bfloat16
-compute trains with finite losses while parameters stay float32.
+synchronised batch norm); seed replicas in one program (looped or vmapped) equal the same seeds
+run alone; bfloat16 compute trains with finite losses while parameters stay float32.
 """
 import jax
 import jax.numpy as jnp
@@ -89,14 +89,15 @@ def run_config(**overrides):
     return config
 
 
-def test_vmapped_replicas_equal_seeds_run_alone(tmp_path, data_dir, monkeypatch):
+@pytest.mark.parametrize("replicas_impl", ["loop", "vmap"])
+def test_replicas_equal_seeds_run_alone(replicas_impl, tmp_path, data_dir, monkeypatch):
     # Two steps of SGD: GAN training is chaotic (float noise from vmap's other summation order
     # grows ~100x per step here, with either transpose_impl), and Adam would turn that noise
     # into whole lr-sized steps on near-zero gradients.
     monkeypatch.setattr(train_step, "make_optimizers", lambda c: (optax.sgd(0.1), optax.sgd(0.1)))
 
     def config(**overrides):
-        c = run_config(**overrides)
+        c = run_config(replicas_impl=replicas_impl, **overrides)
         c.train.num_steps = 2
         return c
 
