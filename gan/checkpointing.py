@@ -2,6 +2,10 @@
 
 A checkpoint that cannot be read (truncated files, missing metadata) is moved aside to
 DIR/corrupt_checkpoints/ and the previous good one is used instead; nothing is deleted.
+
+With several processes every one of them calls save, restore and wait (orbax coordinates the
+writes: numpy arrays and the JSON item come from process 0); they agree on whether a checkpoint
+was readable, and only process 0 moves a bad one aside.
 """
 import os
 import shutil
@@ -11,6 +15,7 @@ import jax
 import orbax.checkpoint as ocp
 from absl import logging
 
+from gan import distributed
 from gan.errors import UserFacingError
 
 
@@ -72,10 +77,13 @@ class Checkpointer:
                 metadata_ok = False
             if metadata_ok:
                 self.check_layout(step, abstract_state)
+            error = None
             try:
                 state, position = self.restore(step, abstract_state)
             except Exception as e:  # Orbax/tensorstore raise many types for unreadable files.
-                self._move_aside(step, e)
+                error = e
+            if distributed.any_process(error is not None):  # all go on from the same step
+                self._move_aside(step, error)
                 continue
             logging.info("Restored checkpoint of step %d from %s", step, self.directory)
             return step, state, position
@@ -87,16 +95,19 @@ class Checkpointer:
         return None
 
     def _move_aside(self, step, error):
-        os.makedirs(self.corrupt_directory, exist_ok=True)
-        source = os.path.join(self.directory, str(step))
+        """Process 0 moves the checkpoint (the others wait for it), then all forget it."""
         target = os.path.join(self.corrupt_directory, str(step))
-        if os.path.exists(target):
-            shutil.rmtree(target)
-        shutil.move(source, target)
+        if distributed.is_writer():
+            os.makedirs(self.corrupt_directory, exist_ok=True)
+            if os.path.exists(target):
+                shutil.rmtree(target)
+            shutil.move(os.path.join(self.directory, str(step)), target)
+        distributed.barrier(f"checkpoint {step} moved aside")
         self.manager.reload()
-        logging.warning("Checkpoint of step %d is unreadable (%s: %s); moved it to %s and "
-                        "falling back to the previous one.", step, type(error).__name__,
-                        str(error)[:300], target)
+        reason = (f"{type(error).__name__}: {str(error)[:300]}" if error is not None
+                  else "another process could not read it")
+        logging.warning("Checkpoint of step %d is unreadable (%s); moved it to %s and falling "
+                        "back to the previous one.", step, reason, target)
 
     def wait(self):
         self.manager.wait_until_finished()

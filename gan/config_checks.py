@@ -142,6 +142,21 @@ def check_devices(config, device_count):
             f"devices (parallelism={config.parallelism!r}); use a multiple of {device_count}.")
 
 
+def check_processes(config, process_count):
+    """Several processes must train one run together: with parallelism='single' each would
+    train its own copy, and vmapped seed replicas do not span processes."""
+    if process_count == 1:
+        return
+    if config.replicas_per_program > 1:
+        raise ConfigError(
+            f"replicas_per_program={config.replicas_per_program} (seeds as replicas of one program) "
+            f"runs in one process only, not {process_count}; set replicas_per_program=1.")
+    if config.parallelism == "single":
+        raise ConfigError(
+            f"parallelism='single' with {process_count} processes would train {process_count} "
+            "independent copies of one run; use --config.parallelism=pmap or sharded.")
+
+
 def image_size(config):
     """The training image size: the configured one, else the dataset's native size."""
     return config.dataset.image_size or data.DATASETS[config.dataset.name]

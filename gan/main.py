@@ -5,6 +5,9 @@ A config with a sweep (configs/ablation.py) runs every arm x seed, then writes t
     --list_arms          print the arms with their indices and exit
     --arm=INDEX_OR_NAME  run only that arm's seeds (one job per arm); no report
     --report_only        rebuild DIR/report.md from the runs that exist, listing missing ones
+Several processes (hosts) training one run, every process running the same command:
+    --distributed        let JAX find the processes (TPU VM pod slice, SLURM, Open MPI)
+    --coordinator_address=HOST:PORT --num_processes=N --process_id=I   an explicit launch
 """
 import logging as std_logging
 import sys
@@ -12,7 +15,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gan import report, sweep, train
+from gan import distributed, report, sweep, train
 from gan.errors import UserFacingError
 
 FLAGS = flags.FLAGS
@@ -21,6 +24,11 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and sam
 flags.DEFINE_bool("list_arms", False, "Sweep configs: print the arms with their indices.")
 flags.DEFINE_string("arm", None, "Sweep configs: run only this arm (index or name).")
 flags.DEFINE_bool("report_only", False, "Sweep configs: only rebuild the report from DIR.")
+flags.DEFINE_bool("distributed", False, "Several processes: let jax.distributed.initialize() "
+                  "find them (TPU VM pod slice, SLURM, Open MPI).")
+flags.DEFINE_string("coordinator_address", None, "Several processes: HOST:PORT of process 0.")
+flags.DEFINE_integer("num_processes", None, "Several processes: how many.")
+flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0..N-1.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -42,12 +50,16 @@ def run(config, workdir):
         return None
     workdir = _require(workdir)
     if FLAGS.report_only:
-        return report.write_report(config, workdir)
+        return _write_report(config, workdir)
     sweep.run_sweep(config, workdir, arm=FLAGS.arm)
     if FLAGS.arm is not None:
         logging.info("Ran arm %s only; when every arm is done: --report_only.", FLAGS.arm)
         return None
-    return report.write_report(config, workdir)
+    return _write_report(config, workdir)
+
+
+def _write_report(config, workdir):
+    return report.write_report(config, workdir) if distributed.is_writer() else None
 
 
 def _require(workdir):
@@ -78,6 +90,16 @@ def parse_flags(argv):
     sys.exit(2)
 
 
+def start_processes():
+    """Joins a multi-process launch (before anything touches JAX's devices); the processes
+    other than 0 then log warnings and errors only."""
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           FLAGS.distributed)
+    logging.info("JAX: %s.", distributed.describe())
+    if not distributed.is_writer():
+        logging.set_verbosity(logging.WARNING)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -89,6 +111,7 @@ def main(argv):
         logging.error("%s", _last_line_of_traceback(str(e)).replace("\n", " "))
         sys.exit(2)
     try:
+        start_processes()
         run(config, FLAGS.workdir)
     except UserFacingError as e:
         logging.error("%s", e)

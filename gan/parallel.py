@@ -2,6 +2,10 @@
 
 All three run the same pure step on the same global batch (config.train.batch_size), so with
 synchronised batch norm they compute the same update; only the placement differs.
+
+With several processes (gan.distributed) pmap and sharded span every process's devices: each
+process holds the whole dataset and the whole state, and feeds only its own devices' rows of
+each global batch.
 """
 import jax
 import jax.numpy as jnp
@@ -31,12 +35,20 @@ def loop_over_replicas(call):
     return looped
 
 
+def _first_local_copy(x):
+    """This process's first device's copy of a pmapped array. Indexing the global array (x[0])
+    would be a computation over every process's devices, which deadlocks unless every process
+    runs it at the same point (only process 0 samples, for instance)."""
+    return x.addressable_data(0)[0]
+
+
 class ParallelTrainer:
     """Builds the models and the compiled call for config.parallelism.
 
-    `place(state)` puts a host state on the devices, `unplace(state)` returns a state that lives
-    on one device (for checkpoints and sampling), `place_images(uint8 array)` puts the dataset
-    on the devices, and `call(state, images, indices[n, B])` runs n train steps.
+    `place(state)` puts a host state on the devices, `unplace(state)` returns one copy of it
+    that this process holds alone (for checkpoints and sampling: host numpy arrays in the
+    pmap and sharded modes), `place_images(uint8 array)` puts the dataset on the devices, and
+    `call(state, images, indices[n, B])` runs n train steps.
     """
 
     def __init__(self, config, image_size, channels, dtype, replicas=1):
@@ -58,10 +70,11 @@ class ParallelTrainer:
         elif self.mode == "sharded":
             mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
             self._replicated = NamedSharding(mesh, P())
+            self._indices_sharding = NamedSharding(mesh, P(None, AXIS))
             step = make_train_step(config, self.generator, self.discriminator)
             call = make_train_call(step, dtype, batch_sharding=NamedSharding(mesh, P(AXIS)))
             self._call = jax.jit(call, in_shardings=(self._replicated, self._replicated,
-                                                     NamedSharding(mesh, P(None, AXIS))),
+                                                     self._indices_sharding),
                                  out_shardings=self._replicated)
         else:
             call = make_train_call(make_train_step(config, self.generator, self.discriminator),
@@ -96,23 +109,35 @@ class ParallelTrainer:
             lambda x: np.broadcast_to(np.asarray(x), (len(self.devices), *np.shape(x))), tree),
             sharding)
 
+    def _replicate_globally(self, tree):
+        """A copy on every device of every process, built from this process's host copy (a
+        device_put of an array committed to one device would be a cross-host transfer)."""
+        def replicate(x):
+            x = np.asarray(x)
+            return jax.make_array_from_callback(x.shape, self._replicated, lambda index: x[index])
+        return jax.tree.map(replicate, tree)
+
     def place(self, state):
         if self.mode == "pmap":
             return self._replicate(state)
         if self.mode == "sharded":
-            return jax.device_put(state, self._replicated)
+            return self._replicate_globally(state)
         return jax.device_put(state)
 
     def unplace(self, state):
+        # Host numpy: with several processes orbax writes numpy arrays from process 0 only,
+        # and sampling from it runs on this process's devices alone, never across processes.
         if self.mode == "pmap":
-            return jax.tree.map(lambda x: x[0], state)
+            return jax.device_get(jax.tree.map(_first_local_copy, state))
+        if self.mode == "sharded":
+            return jax.device_get(state)  # fully replicated: every process has the whole value
         return state
 
     def place_images(self, images):
         if self.mode == "pmap":
             return self._replicate(images)
         if self.mode == "sharded":
-            return jax.device_put(images, self._replicated)
+            return self._replicate_globally(images)
         return jax.device_put(images)
 
     def compiled(self, state, images, indices):
@@ -124,12 +149,19 @@ class ParallelTrainer:
     def call(self, state, images, indices):
         """Runs len(indices) steps; `indices` (n, global batch) are the global batch's rows."""
         if self.mode == "pmap":
+            # Process p's devices take rows [p * local, (p + 1) * local) * per_device of the
+            # global batch: `pmap` numbers its devices (axis_index, which picks their latents)
+            # process by process, and every process has the same number of local devices.
             n, batch = indices.shape
             local = len(self.devices)
-            first = jax.process_index() * local  # this host's devices' place in the global batch
+            first = jax.process_index() * local
             per_device = batch // self.num_shards
             indices = indices[:, first * per_device:(first + local) * per_device]
             indices = indices.reshape(n, local, per_device).transpose(1, 0, 2)
             state, metrics = self._call(state, images, indices)
-            return state, jax.tree.map(lambda m: m[0], metrics)
+            return state, jax.tree.map(_first_local_copy, metrics)  # pmean'ed: equal everywhere
+        if self.mode == "sharded":
+            # A global array of which this process materialises only its own devices' columns.
+            indices = jax.make_array_from_callback(indices.shape, self._indices_sharding,
+                                                   lambda index: indices[index])
         return self._call(state, images, indices)

@@ -8,6 +8,8 @@ Rerunning skips finished runs (their done.json exists) and resumes unfinished on
 checkpoints. A run that raises is recorded in its status.json as "diverged" (non-finite losses)
 or "failed" (anything else) with the message, and the other runs go on; a rerun retries it.
 A stop signal (Ctrl-C, SIGTERM) checkpoints the current run and stops the sweep.
+With several processes (gan.distributed) all of them run every run together; status.json and
+the report are written by process 0.
 """
 import dataclasses
 import json
@@ -20,7 +22,7 @@ import jax
 import ml_collections
 from absl import logging
 
-from gan import config_checks, train
+from gan import config_checks, distributed, train
 from gan.errors import UserFacingError
 from gan.workdir_lock import WorkdirLockedError
 
@@ -129,6 +131,8 @@ def is_finished(path, run_cfg=None):
 
 
 def write_status(path, status, **fields):
+    if not distributed.is_writer():
+        return
     os.makedirs(path, exist_ok=True)
     tmp = os.path.join(path, "status.json.tmp")
     with open(tmp, "w") as f:
@@ -154,8 +158,8 @@ def run_one(config, arm, seed, workdir, train_fn=None):
     train_fn = train_fn or train.train_and_evaluate
     path = run_dir(workdir, arm, seed)
     start = time.time()
-    if os.path.exists(os.path.join(path, "status.json")):  # a failure of an earlier attempt
-        os.remove(os.path.join(path, "status.json"))
+    if distributed.is_writer() and os.path.exists(os.path.join(path, "status.json")):
+        os.remove(os.path.join(path, "status.json"))  # a failure of an earlier attempt
     try:
         train_fn(run_config(config, arm, seed), path)
     except train.PreemptedError:
@@ -212,7 +216,9 @@ def check(config):
         raise SweepError(f"sweep.num_seeds={config.sweep.num_seeds} must be >= 1.")
     for arm in all_arms:
         try:
-            config_checks.validate(run_config(config, arm, config.seed))
+            run_cfg = run_config(config, arm, config.seed)
+            config_checks.validate(run_cfg)
+            config_checks.check_processes(run_cfg, jax.process_count())
         except config_checks.ConfigError as e:
             raise SweepError(f"Arm {arm.index} ({arm.name}): {e}") from e
     return all_arms

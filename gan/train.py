@@ -2,6 +2,10 @@
 
 Rerunning on the same workdir resumes from the latest checkpoint and replays exactly the
 same batches and random numbers, so an interrupted run ends bitwise equal to an uninterrupted one.
+
+With several processes (gan.distributed) all of them run this loop in step; process 0 alone
+writes metrics, sample grids, config.json, eval.json and done.json (and evaluates), and all
+of them take part in checkpoints.
 """
 import contextlib
 import json
@@ -16,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from gan import config_checks, data, images, models
+from gan import config_checks, data, distributed, images, models
 from gan.checkpointing import Checkpointer
 from gan.errors import UserFacingError
 from gan.evaluation.suite import evaluate_generator
@@ -192,6 +196,7 @@ def train_replicas(config, workdirs, seeds):
     """
     config_checks.validate(config)
     config_checks.check_devices(config, jax.device_count())
+    config_checks.check_processes(config, jax.process_count())
     if len(workdirs) != len(seeds) or len(set(map(os.path.abspath, workdirs))) != len(workdirs):
         raise ValueError(f"Need one distinct workdir per seed, got {workdirs} for {seeds}.")
     for workdir, seed in zip(workdirs, seeds):
@@ -214,10 +219,11 @@ class _Run:
     def __init__(self, config, workdir, seed):
         self.workdir, self.seed = workdir, seed
         self.checkpointer = Checkpointer(workdir, config.train.keep_checkpoints)
-        self.writer = MetricsWriter(workdir)
+        self.writer = MetricsWriter(workdir, enabled=distributed.is_writer())
         self.latents = fixed_latents(_with_seed(config, seed))
         self.samples_dir = os.path.join(workdir, "samples")
-        os.makedirs(self.samples_dir, exist_ok=True)
+        if distributed.is_writer():
+            os.makedirs(self.samples_dir, exist_ok=True)
 
     def close(self):
         self.checkpointer.wait()
@@ -266,7 +272,8 @@ def _train_runs(config, runs, trainer, train_images, num_steps, stop):
             logging.info("%s: resuming at step %d (epoch %d, batch %d).", run.workdir, step,
                          position["epoch"], position["batch_in_epoch"])
             run.writer.truncate_after(step)
-        _save_config(_with_seed(config, run.seed), run.workdir)
+        if distributed.is_writer():
+            _save_config(_with_seed(config, run.seed), run.workdir)
         states.append(state)
     logging.info("Parameters: generator %d, discriminator %d (upsample=%s).",
                  models.param_count(states[0].g_params), models.param_count(states[0].d_params),
@@ -308,17 +315,26 @@ def _train_runs(config, runs, trainer, train_images, num_steps, stop):
 
     if step >= num_steps:
         logging.info("Nothing to do: the run already reached step %d of %d.", step, num_steps)
+    def stop_requested(step):
+        if jax.process_count() == 1:
+            return stop.received is not None
+        # A signal reaches the processes of a pod at different steps: they stop together, or
+        # the collective checkpoint would wait forever. Agreeing is a collective (a host sync),
+        # so it happens at the log steps only, where the loop waits for the devices anyway.
+        return step % t.log_every == 0 and distributed.any_process(stop.received is not None)
+
     progress = _Progress(step, num_steps, t.batch_size)
     while step < num_steps:
-        if stop.received is not None:
+        if stop_requested(step):
             if runs[0].checkpointer.latest_step() != step:
                 save_checkpoints(step)
             for run in runs:
                 run.checkpointer.wait()
+            signum = stop.received or signal.SIGTERM
             raise PreemptedError(
-                f"Received signal {stop.received} at step {step}: checkpoint saved in "
+                f"Received signal {signum} at step {step}: checkpoint saved in "
                 f"{', '.join(r.checkpointer.directory for r in runs)}. Rerun the same command "
-                "to resume.", stop.received)
+                "to resume.", signum)
         indices = trainer.stack([data.batch_indices(run.seed, step, t.steps_per_call,
                                                     t.batch_size, num_examples) for run in runs])
         state, metrics = trainer.call(state, images_on_device, indices)
@@ -326,6 +342,8 @@ def _train_runs(config, runs, trainer, train_images, num_steps, stop):
         progress.add(step, metrics)
         rows = [{} for _ in runs]
         if step % t.log_every == 0 or step == num_steps:
+            # Metrics are averaged over all devices: every process sees the same rows, so a
+            # divergence stops all of them at the same step.
             rows = progress.rows(step, len(runs))
             for run, row in zip(runs, rows):
                 if not all(math.isfinite(v) for v in row.values()):
@@ -338,7 +356,7 @@ def _train_runs(config, runs, trainer, train_images, num_steps, stop):
                 row["epoch"] = step * t.batch_size / num_examples
                 prefix = f"[seed {run.seed}] " if len(runs) > 1 else ""
                 logging.info("%s%s", prefix, progress.line(step, row))
-        if step % t.sample_every == 0 or step == num_steps:
+        if distributed.is_writer() and (step % t.sample_every == 0 or step == num_steps):
             host_states = trainer.unstack(trainer.unplace(state))
             for run, row, host_state in zip(runs, rows, host_states):
                 grid = np.asarray(sample(host_state.g_params, host_state.g_batch_stats,
@@ -351,7 +369,8 @@ def _train_runs(config, runs, trainer, train_images, num_steps, stop):
                                     "diversity %.3f of the reals' < %.3f).", run.workdir, step,
                                     row["sample_diversity"], t.collapse_diversity)
         e = config.eval
-        if e.every and step % e.every == 0 and not (e.final and step == num_steps):
+        if (distributed.is_writer() and e.every and step % e.every == 0
+                and not (e.final and step == num_steps)):
             for run, row, host_state in zip(runs, rows, trainer.unstack(trainer.unplace(state))):
                 row.update(_scalars(evaluate(run, host_state, e.num_samples)))
         for run, row in zip(runs, rows):
@@ -363,6 +382,8 @@ def _train_runs(config, runs, trainer, train_images, num_steps, stop):
     final_states = trainer.unstack(trainer.unplace(state))
     for run, final in zip(runs, final_states):
         run.checkpointer.wait()
+        if not distributed.is_writer():
+            continue
         eval_path = os.path.join(run.workdir, "eval.json")
         if config.eval.final and _evaluated_step(eval_path) != int(final.step):
             result = {"step": int(final.step), **evaluate(run, final, config.eval.num_samples)}

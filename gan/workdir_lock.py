@@ -1,7 +1,12 @@
-"""One writer per run directory: an exclusive flock on DIR/.lock, released when the process dies."""
+"""One writer per run directory: an exclusive flock on DIR/.lock, released when the process dies.
+
+With several processes on one run (gan.distributed), process 0 takes the lock for all of them
+and they all learn whether it got it, so either all start or all stop.
+"""
 import fcntl
 import os
 
+from gan import distributed
 from gan.errors import UserFacingError
 
 
@@ -15,6 +20,15 @@ class WorkdirLock:
         self._file = None
 
     def __enter__(self):
+        error = self._lock() if distributed.is_writer() else None
+        if distributed.any_process(error is not None):
+            raise error or WorkdirLockedError(
+                f"{os.path.dirname(self.path)} is being written by another run (process 0 of "
+                "this one found it locked).")
+        return self
+
+    def _lock(self):
+        """None once locked, else the error naming the holder."""
         self._file = open(self.path, "a+")
         try:
             fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -22,15 +36,17 @@ class WorkdirLock:
             self._file.seek(0)
             owner = self._file.read().strip() or "unknown"
             self._file.close()
-            raise WorkdirLockedError(
+            self._file = None
+            return WorkdirLockedError(
                 f"{os.path.dirname(self.path)} is being written by another process (pid {owner}). "
-                "Wait for it to finish or stop it, or use another --workdir.") from None
+                "Wait for it to finish or stop it, or use another --workdir.")
         self._file.seek(0)
         self._file.truncate()
         self._file.write(str(os.getpid()))
         self._file.flush()
-        return self
+        return None
 
     def __exit__(self, *exc):
-        fcntl.flock(self._file, fcntl.LOCK_UN)
-        self._file.close()
+        if self._file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()

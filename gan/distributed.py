@@ -1,0 +1,91 @@
+"""Several processes training one run: joining them, who writes, and agreeing when to stop.
+
+One process per host (TPU VM pod slice) or per GPU runs the same command. After
+`jax.distributed.initialize`, `jax.devices()` lists every process's devices and each compiled
+step spans all of them, so every process must run the same compiled calls in the same order.
+Files meant for people (logs, metrics, samples, reports) are written by process 0 only;
+checkpoints are written by all processes together (orbax coordinates them).
+"""
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+
+from gan.errors import UserFacingError
+
+
+class LaunchError(UserFacingError, ValueError):
+    """The multi-process flags do not describe one consistent launch."""
+
+
+EXPLICIT_FLAGS = ("coordinator_address", "num_processes", "process_id")
+
+
+def check_flags(coordinator_address=None, num_processes=None, process_id=None, auto=False):
+    """Raises LaunchError unless the flags are none, --distributed alone, or all three explicit."""
+    values = dict(zip(EXPLICIT_FLAGS, (coordinator_address, num_processes, process_id)))
+    given = [f"--{name}" for name, value in values.items() if value is not None]
+    if auto and given:
+        raise LaunchError(f"--distributed finds the processes itself; drop {', '.join(given)} "
+                          "(or drop --distributed and give all three of --coordinator_address, "
+                          "--num_processes, --process_id).")
+    if not given:
+        return
+    missing = [f"--{name}" for name, value in values.items() if value is None]
+    if missing:
+        raise LaunchError(f"{', '.join(given)} also needs {', '.join(missing)}: an explicit "
+                          "launch gives every process --coordinator_address=HOST:PORT (of "
+                          "process 0), --num_processes=N and its own --process_id in 0..N-1.")
+    if num_processes < 1:
+        raise LaunchError(f"--num_processes={num_processes} must be >= 1.")
+    if not 0 <= process_id < num_processes:
+        raise LaunchError(f"--process_id={process_id} must be in 0..{num_processes - 1} "
+                          f"(--num_processes={num_processes}).")
+    host, _, port = coordinator_address.rpartition(":")
+    if not host or not port.isdigit():
+        raise LaunchError(f"--coordinator_address={coordinator_address!r} must be HOST:PORT, "
+                          "e.g. localhost:1234 or host0:1234.")
+
+
+def initialize(coordinator_address=None, num_processes=None, process_id=None, auto=False):
+    """Joins the processes of a multi-process launch; does nothing without such flags.
+
+    Must run before anything asks JAX for its devices. `auto` lets JAX find the processes
+    itself (TPU pod slice, SLURM, Open MPI).
+    """
+    check_flags(coordinator_address, num_processes, process_id, auto)
+    if not auto and coordinator_address is None:
+        return
+    try:
+        if auto:
+            jax.distributed.initialize()
+        else:
+            jax.distributed.initialize(coordinator_address=coordinator_address,
+                                       num_processes=num_processes, process_id=process_id)
+    except (RuntimeError, ValueError) as e:
+        message = " ".join(str(e).split())
+        raise LaunchError(f"jax.distributed.initialize failed: {message[:500]}") from e
+
+
+def describe():
+    return (f"process {jax.process_index()} of {jax.process_count()}, "
+            f"{jax.local_device_count()} local devices, {jax.device_count()} global devices "
+            f"({jax.devices()[0].platform})")
+
+
+def is_writer():
+    """Process 0 writes the files meant for people; the others only compute."""
+    return jax.process_index() == 0
+
+
+def any_process(flag):
+    """True on every process if `flag` is true on any: a decision all processes must share
+    (to stop, to give up on a checkpoint) so that none is left waiting in a collective."""
+    if jax.process_count() == 1:
+        return bool(flag)
+    return bool(np.any(multihost_utils.process_allgather(np.int32(bool(flag)))))
+
+
+def barrier(name):
+    """Waits until every process gets here (e.g. after process 0 changed shared files)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
