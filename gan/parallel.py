@@ -59,6 +59,13 @@ class ParallelTrainer:
             raise ValueError("Replicas (several seeds in one program) run with "
                              "parallelism='single' only.")
         self.devices = jax.local_devices()
+        # Several CPU processes: wait for each call before queueing the next. Once, with 2
+        # processes x 4 devices and many calls queued ahead, XLA's CPU collectives hung (some
+        # devices waiting for room in their full queues, the others in an all-reduce of a later
+        # call); 6 later runs of the stress test without the wait did not hang. The wait costs
+        # little where the step's compute dominates; accelerators keep asynchronous dispatch.
+        self._wait_for_each_call = (jax.process_count() > 1
+                                    and self.devices[0].platform == "cpu")
         self.num_shards = jax.device_count() if self.mode != "single" else 1
         sync_bn = self.mode == "pmap" and config.sync_batch_norm
         self.generator, self.discriminator = models.make_models(
@@ -148,6 +155,12 @@ class ParallelTrainer:
 
     def call(self, state, images, indices):
         """Runs len(indices) steps; `indices` (n, global batch) are the global batch's rows."""
+        outputs = self._dispatch(state, images, indices)
+        if self._wait_for_each_call:
+            jax.block_until_ready(outputs)
+        return outputs
+
+    def _dispatch(self, state, images, indices):
         if self.mode == "pmap":
             # Process p's devices take rows [p * local, (p + 1) * local) * per_device of the
             # global batch: `pmap` numbers its devices (axis_index, which picks their latents)

@@ -23,7 +23,7 @@ SMALL = {"model.latent_dim": 16, "model.g_features": 8, "model.d_features": 8,
          "train.batch_size": 16, "train.log_every": 4, "train.sample_every": 4,
          "train.checkpoint_every": 4, "train.num_samples": 4, "eval.final": False}
 STEPS = 12
-PROCESS_TIMEOUT = 300
+PROCESS_TIMEOUT = 120
 
 
 def small_config(parallelism, num_steps=STEPS):
@@ -172,3 +172,15 @@ def test_launch_flag_error_exits_before_training(tmp_path, data_dir):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--process_id also needs --coordinator_address, --num_processes" in proc.stderr
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("parallelism", ["pmap", "sharded"])
+def test_many_calls_between_host_syncs_do_not_deadlock(tmp_path, data_dir, parallelism):
+    """60 steps with no log, sample or checkpoint in between, so nothing but the per-call wait
+    on CPU (ParallelTrainer._wait_for_each_call) keeps the processes from queueing calls far
+    ahead, where XLA's CPU collectives once hung."""
+    steps = 60
+    run_processes(str(tmp_path / "run"), parallelism, steps,
+                  extra=[f"--config.train.{name}={steps}"
+                         for name in ("log_every", "sample_every", "checkpoint_every")])
+    assert json.load(open(tmp_path / "run" / "done.json")) == {"step": steps}
