@@ -78,8 +78,10 @@ class ParallelTrainer:
             mesh = Mesh(np.asarray(jax.devices()), (AXIS,))
             self._replicated = NamedSharding(mesh, P())
             self._indices_sharding = NamedSharding(mesh, P(None, AXIS))
-            step = make_train_step(config, self.generator, self.discriminator)
-            call = make_train_call(step, dtype, batch_sharding=NamedSharding(mesh, P(AXIS)))
+            batch_sharding = NamedSharding(mesh, P(AXIS))
+            step = make_train_step(config, self.generator, self.discriminator,
+                                   batch_sharding=batch_sharding)
+            call = make_train_call(step, dtype, batch_sharding=batch_sharding)
             self._call = jax.jit(call, in_shardings=(self._replicated, self._replicated,
                                                      self._indices_sharding),
                                  out_shardings=self._replicated)

@@ -43,19 +43,25 @@ def create_state(config, generator, discriminator, image_shape, seed):
         g_opt_state=g_tx.init(g_vars["params"]), d_opt_state=d_tx.init(d_vars["params"]))
 
 
-def make_train_step(config, generator, discriminator, axis_name=None, num_shards=1):
+def make_train_step(config, generator, discriminator, axis_name=None, num_shards=1,
+                    batch_sharding=None):
     """One D update on (real, fresh fakes), then one G update on fresh latents.
 
     Under `pmap` pass the mapped `axis_name` and the number of shards: each device then draws
     the global batch's latents and keeps its slice, gradients, metrics and batch-norm statistics
     are averaged across devices, so the update equals the single-device one on the global batch.
+    Under `jit` with shardings pass `batch_sharding`: the latents are split like the real batch
+    (left to itself the partitioner ran the whole generator on every device).
     """
     g_tx, d_tx = make_optimizers(config)
     loss_name, latent_dim = config.loss, config.model.latent_dim
 
     def latents(key, batch):
         if axis_name is None:
-            return jax.random.normal(key, (batch, latent_dim))
+            z = jax.random.normal(key, (batch, latent_dim))
+            if batch_sharding is not None:
+                z = jax.lax.with_sharding_constraint(z, batch_sharding)
+            return z
         full = jax.random.normal(key, (batch * num_shards, latent_dim))
         return jax.lax.dynamic_slice_in_dim(full, jax.lax.axis_index(axis_name) * batch, batch)
 

@@ -60,6 +60,25 @@ def test_data_parallel_equals_single_device(single, mode):
         np.testing.assert_allclose(single[1][key], metrics[key], rtol=1e-4, atol=1e-5)
 
 
+def compiled_flops(config):
+    """XLA's FLOP count of one compiled train step (per device where the program is sharded)."""
+    trainer = ParallelTrainer(config, 28, 1, jnp.float32)
+    state = trainer.place(create_state(config, trainer.generator, trainer.discriminator,
+                                       (28, 28, 1), 0))
+    images = trainer.place_images(np.zeros((NUM_IMAGES, 28, 28, 1), np.uint8))
+    indices = data.batch_indices(0, 0, 1, BATCH, NUM_IMAGES)
+    cost = trainer.compiled(state, images, indices).cost_analysis()
+    return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+
+
+def test_sharded_step_splits_the_work_over_devices():
+    """Each device does about 1/8 of the single-device step's FLOPs: the partitioner must not
+    run parts of it (e.g. the generator on unsharded latents) whole on every device."""
+    single_flops = compiled_flops(small_config())
+    per_device = compiled_flops(small_config(parallelism="sharded"))
+    assert per_device < 1.5 * single_flops / jax.device_count(), (per_device, single_flops)
+
+
 def test_unsynchronised_batch_norm_differs_but_stays_replicated(single):
     state, _ = train_steps(small_config(parallelism="pmap", sync_batch_norm=False))
     diffs = [np.max(np.abs(np.asarray(a) - np.asarray(b)))
