@@ -59,14 +59,16 @@ class ParallelTrainer:
             raise ValueError("Replicas (several seeds in one program) run with "
                              "parallelism='single' only.")
         self.devices = jax.local_devices()
-        # Several CPU processes: wait for each call before queueing the next. Once, with 2
-        # processes x 4 devices and many calls queued ahead, XLA's CPU collectives hung (some
-        # devices waiting for room in their full queues, the others in an all-reduce of a later
-        # call); 6 later runs of the stress test without the wait did not hang. The wait costs
-        # little where the step's compute dominates; accelerators keep asynchronous dispatch.
-        self._wait_for_each_call = (jax.process_count() > 1
-                                    and self.devices[0].platform == "cpu")
         self.num_shards = jax.device_count() if self.mode != "single" else 1
+        # CPU devices with collectives (pmap/sharded over several devices, in one process or
+        # many): wait for each call before queueing the next. XLA's CPU all-reduce blocks a
+        # pool thread per device until all arrive; with calls queued ahead, the threads of a
+        # later call's all-reduce likely hold the pool while an earlier call's devices wait for
+        # one (seen: 8 host devices on 2 cores, pmap, 10 calls queued: "Termination timeout
+        # for all reduce" and an abort; and once with 2 processes x 4 devices). Accelerators
+        # keep asynchronous dispatch; on the CPU the step's compute dominates anyway.
+        self._wait_for_each_call = (self.num_shards > 1
+                                    and self.devices[0].platform == "cpu")
         sync_bn = self.mode == "pmap" and config.sync_batch_norm
         self.generator, self.discriminator = models.make_models(
             config, image_size, channels, dtype, bn_axis_name=AXIS if sync_bn else None)
