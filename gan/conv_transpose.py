@@ -108,51 +108,46 @@ def _conv_bwd(strides, pads, residuals, gy):
 strided_conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-class FastConvTranspose(nn.Module):
+class _SameConvLayer(nn.Module):
+    """Kernel and bias as flax's nn.Conv / nn.ConvTranspose name and shape them; subclasses
+    say which 'SAME' convolution applies the kernel."""
+    features: int
+    kernel_size: tuple
+    strides: tuple
+    use_bias: bool = True
+    kernel_init: callable = nn.initializers.lecun_normal()
+    bias_init: callable = nn.initializers.zeros
+    dtype: jnp.dtype = None
+    param_dtype: jnp.dtype = jnp.float32
+
+    def convolve(self, x, kernel):
+        raise NotImplementedError
+
+    @nn.compact
+    def __call__(self, x):
+        kh, kw = self.kernel_size
+        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
+                            self.param_dtype)
+        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
+        y = self.convolve(x, kernel)
+        if self.use_bias:
+            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
+            y = y + bias.astype(y.dtype)
+        return y
+
+
+class FastConvTranspose(_SameConvLayer):
     """Drop-in for nn.ConvTranspose(features, (k, k), strides, padding='SAME')."""
-    features: int
-    kernel_size: tuple
-    strides: tuple
-    use_bias: bool = True
-    kernel_init: callable = nn.initializers.lecun_normal()
-    bias_init: callable = nn.initializers.zeros
-    dtype: jnp.dtype = None
-    param_dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x):
+    def convolve(self, x, kernel):
         kh, kw = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
-                            self.param_dtype)
-        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
         pads = (same_padding(kh, self.strides[0]), same_padding(kw, self.strides[1]))
-        y = conv_transpose(x, kernel, tuple(self.strides), pads)
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            y = y + bias.astype(y.dtype)
-        return y
+        return conv_transpose(x, kernel, tuple(self.strides), pads)
 
 
-class FastConv(nn.Module):
+class FastConv(_SameConvLayer):
     """Drop-in for nn.Conv(features, (k, k), strides, padding='SAME')."""
-    features: int
-    kernel_size: tuple
-    strides: tuple
-    use_bias: bool = True
-    kernel_init: callable = nn.initializers.lecun_normal()
-    bias_init: callable = nn.initializers.zeros
-    dtype: jnp.dtype = None
-    param_dtype: jnp.dtype = jnp.float32
 
-    @nn.compact
-    def __call__(self, x):
-        kh, kw = self.kernel_size
-        kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
-                            self.param_dtype)
-        x, kernel = nn.dtypes.promote_dtype(x, kernel, dtype=self.dtype)
-        pads = _conv_pads(x.shape[1:3], (kh, kw), self.strides)
-        y = strided_conv(x, kernel, tuple(self.strides), pads)
-        if self.use_bias:
-            bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype)
-            y = y + bias.astype(y.dtype)
-        return y
+    def convolve(self, x, kernel):
+        pads = _conv_pads(x.shape[1:3], self.kernel_size, self.strides)
+        return strided_conv(x, kernel, tuple(self.strides), pads)

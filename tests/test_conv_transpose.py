@@ -247,8 +247,12 @@ def test_generator_transpose_impls_agree():
     (_, out_fast), grads_fast = run(gens["custom_vjp"])
     (_, out_flax), grads_flax = run(gens["flax"])
     _assert_close(out_fast, out_flax, "generator output")
+    _assert_gradients_close(grads_fast, grads_flax)
+
+
+def _assert_gradients_close(grads_fast, grads_flax):
     for (path, g_fast), g_flax in zip(jax.tree_util.tree_leaves_with_path(grads_fast),
-                                      jax.tree.leaves(grads_flax)):
+                                      jax.tree.leaves(grads_flax), strict=True):
         _assert_close(g_fast, g_flax, f"gradient {jax.tree_util.keystr(path)}", rtol=1e-4)
 
 
@@ -287,6 +291,4 @@ def test_discriminator_transpose_impls_agree():
     (_, logits_fast), grads_fast = run(discs["custom_vjp"])
     (_, logits_flax), grads_flax = run(discs["flax"])
     _assert_close(logits_fast, logits_flax, "logits")
-    for (path, g_fast), g_flax in zip(jax.tree_util.tree_leaves_with_path(grads_fast),
-                                      jax.tree.leaves(grads_flax)):
-        _assert_close(g_fast, g_flax, f"gradient {jax.tree_util.keystr(path)}", rtol=1e-4)
+    _assert_gradients_close(grads_fast, grads_flax)
