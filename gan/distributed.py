@@ -6,8 +6,12 @@ step spans all of them, so every process must run the same compiled calls in the
 Files meant for people (logs, metrics, samples, reports) are written by process 0 only;
 checkpoints are written by all processes together (orbax coordinates them).
 """
+import socket
+import time
+
 import jax
 import numpy as np
+from absl import logging
 from jax.experimental import multihost_utils
 
 from gan.errors import UserFacingError
@@ -46,24 +50,60 @@ def check_flags(coordinator_address=None, num_processes=None, process_id=None, a
                           "e.g. localhost:1234 or host0:1234.")
 
 
-def initialize(coordinator_address=None, num_processes=None, process_id=None, auto=False):
+def initialize(coordinator_address=None, num_processes=None, process_id=None, auto=False,
+               timeout_s=300):
     """Joins the processes of a multi-process launch; does nothing without such flags.
 
     Must run before anything asks JAX for its devices. `auto` lets JAX find the processes
-    itself (TPU pod slice, SLURM, Open MPI).
+    itself (TPU pod slice, SLURM, Open MPI). Gives up after `timeout_s` seconds if not all
+    processes join (a wrong address, a process that never started).
     """
     check_flags(coordinator_address, num_processes, process_id, auto)
+    if timeout_s < 1:
+        raise LaunchError(f"--distributed_timeout={timeout_s} must be >= 1 second.")
     if not auto and coordinator_address is None:
         return
+    where = "the processes JAX detects" if auto else (
+        f"{num_processes} processes at {coordinator_address}")
+    logging.info("Joining %s (as process %s); giving up after %d s (--distributed_timeout).",
+                 where, "auto" if auto else process_id, timeout_s)
+    if not auto and process_id != 0:
+        _wait_for_coordinator(coordinator_address, timeout_s)
+    explicit = {} if auto else dict(coordinator_address=coordinator_address,
+                                     num_processes=num_processes, process_id=process_id)
     try:
-        if auto:
-            jax.distributed.initialize()
-        else:
-            jax.distributed.initialize(coordinator_address=coordinator_address,
-                                       num_processes=num_processes, process_id=process_id)
+        jax.distributed.initialize(**explicit, initialization_timeout=timeout_s)
     except (RuntimeError, ValueError) as e:
         message = " ".join(str(e).split())
-        raise LaunchError(f"jax.distributed.initialize failed: {message[:500]}") from e
+        raise LaunchError(
+            f"jax.distributed.initialize failed: {message[:500]} -- check that every process "
+            f"was started with the same --coordinator_address (process 0's HOST:PORT, reachable "
+            f"from every host) and --num_processes, each with its own --process_id, and that "
+            f"all start within --distributed_timeout={timeout_s} s.") from e
+
+
+def _wait_for_coordinator(address, timeout_s):
+    """Raises LaunchError unless process 0's HOST:PORT accepts a connection within timeout_s.
+
+    JAX's own wait ends in a fatal abort with a gRPC message; this names the address instead.
+    """
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+            return
+        except socket.gaierror as e:
+            raise LaunchError(f"--coordinator_address={address}: cannot resolve host {host!r} "
+                              f"({e.strerror}); give process 0's host name or IP.") from e
+        except OSError as e:
+            if time.monotonic() >= deadline:
+                raise LaunchError(
+                    f"--coordinator_address={address}: nothing accepted a connection there "
+                    f"within --distributed_timeout={timeout_s} s (last: {e.strerror or e}). "
+                    "Start process 0 (--process_id=0) with the same address, check the port "
+                    "and that this host can reach it.") from e
+            time.sleep(1)
 
 
 def describe():

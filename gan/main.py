@@ -8,6 +8,7 @@ A config with a sweep (configs/ablation.py) runs every arm x seed, then writes t
 Several processes (hosts) training one run, every process running the same command:
     --distributed        let JAX find the processes (TPU VM pod slice, SLURM, Open MPI)
     --coordinator_address=HOST:PORT --num_processes=N --process_id=I   an explicit launch
+    --distributed_timeout=SECONDS   how long to wait for all processes to join (300)
 """
 import logging as std_logging
 import sys
@@ -29,6 +30,8 @@ flags.DEFINE_bool("distributed", False, "Several processes: let jax.distributed.
 flags.DEFINE_string("coordinator_address", None, "Several processes: HOST:PORT of process 0.")
 flags.DEFINE_integer("num_processes", None, "Several processes: how many.")
 flags.DEFINE_integer("process_id", None, "Several processes: this one's index, 0..N-1.")
+flags.DEFINE_integer("distributed_timeout", 300, "Several processes: seconds to wait for all "
+                     "of them to join before giving up.")
 flags.mark_flags_as_required(["config"])
 
 
@@ -94,7 +97,7 @@ def start_processes():
     """Joins a multi-process launch (before anything touches JAX's devices); the processes
     other than 0 then log warnings and errors only."""
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                           FLAGS.distributed)
+                           FLAGS.distributed, timeout_s=FLAGS.distributed_timeout)
     logging.info("JAX: %s.", distributed.describe())
     if not distributed.is_writer():
         logging.set_verbosity(logging.WARNING)

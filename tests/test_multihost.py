@@ -163,6 +163,11 @@ def test_inconsistent_launch_flags_are_refused(flags, message):
         distributed.check_flags(**flags)
 
 
+def test_a_join_timeout_below_one_second_is_refused():
+    with pytest.raises(distributed.LaunchError, match="--distributed_timeout=0 must be >= 1"):
+        distributed.initialize("localhost:1234", 2, 1, timeout_s=0)
+
+
 def test_launch_flag_error_exits_before_training(tmp_path, data_dir):
     workdir = tmp_path / "run"
     proc = subprocess.run(
@@ -171,6 +176,28 @@ def test_launch_flag_error_exits_before_training(tmp_path, data_dir):
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--process_id also needs --coordinator_address, --num_processes" in proc.stderr
+    assert not workdir.exists()
+
+
+@pytest.mark.parametrize("address, message", [
+    ("localhost:{port}", "nothing accepted a connection there within --distributed_timeout=2 s"),
+    ("nosuchhost.invalid:1234", "cannot resolve host 'nosuchhost.invalid'"),
+])
+def test_unreachable_coordinator_is_named_within_the_timeout(tmp_path, data_dir, address,
+                                                              message):
+    """Process 1 started without a reachable process 0 (wrong address, process 0 not up):
+    JAX's own wait would end in a fatal abort; ours names the address and exits 2."""
+    workdir = tmp_path / "run"
+    address = address.format(port=free_port())
+    start = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "gan.main", "--config=configs/default.py",
+         f"--workdir={workdir}", "--config.parallelism=pmap", f"--coordinator_address={address}",
+         "--num_processes=2", "--process_id=1", "--distributed_timeout=2"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"--coordinator_address={address}: {message}" in proc.stderr
+    assert time.monotonic() - start < 60
     assert not workdir.exists()
 
 
