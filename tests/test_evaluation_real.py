@@ -43,7 +43,7 @@ def test_images(data_dir):
 
 
 def _classifier_folder(cache_dir, dataset="mnist"):
-    return os.path.join(cache_dir, "classifier", f"{dataset}-{classifier.RECIPE}")
+    return os.path.join(cache_dir, "classifier", classifier.cache_folder_name(dataset))
 
 
 def test_classifier_meets_target_and_is_pinned_on_disk(mnist, cache_dir, data_dir):

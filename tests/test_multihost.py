@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from gan import config_checks, distributed, train
+from gan.evaluation import classifier
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = {"model.latent_dim": 16, "model.g_features": 8, "model.d_features": 8,
@@ -121,6 +122,19 @@ def test_two_processes_train_like_one_and_resume(one_process_runs, tmp_path, par
     assert sorted(os.listdir(os.path.join(workdir, "samples"))) == sorted(
         os.listdir(os.path.join(reference_dir, "samples")))
     assert json.load(open(os.path.join(workdir, "done.json"))) == {"step": STEPS}
+
+
+def test_evaluation_during_and_after_training_runs_on_process_zero(tmp_path, data_dir):
+    """Process 0 evaluates alone (in-training curve at step 4, eval.json at the end) while the
+    other waits; nothing in evaluation may wait for the other processes (the classifier cache
+    once did, through orbax, and hung the run)."""
+    classifier.get_classifier("mnist", data_dir)  # cached for the subprocesses (shared cache)
+    workdir = str(tmp_path / "run")
+    run_processes(workdir, "pmap", 8, extra=["--config.eval.final=True", "--config.eval.every=4",
+                                             "--config.eval.num_samples=100"])
+    with open(os.path.join(workdir, "eval.json")) as f:
+        assert json.load(f)["step"] == 8
+    assert [r["step"] for r in metric_rows(workdir) if "fid" in r] == [4, 8]
 
 
 def test_a_signal_to_one_process_stops_both_with_a_checkpoint(tmp_path, data_dir):

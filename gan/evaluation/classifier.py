@@ -3,7 +3,9 @@
 Inception weights cannot be downloaded here and judge 28x28 digits poorly, so every metric uses
 this classifier's penultimate layer (features) and softmax (class predictions). It is trained
 deterministically (fixed seed, fixed data order, no batch statistics) the first time it is
-needed, written with orbax under the cache dir, and identified by the sha256 of its weights and
+needed, written as one flax msgpack file under the cache dir (plain file I/O, which process 0
+of a multi-process run can do alone; orbax would wait for the other processes), and
+identified by the sha256 of its weights and
 its test accuracy, which are written next to every metric computed with it.
 """
 import contextlib
@@ -14,6 +16,7 @@ import os
 import shutil
 import time
 
+import flax.serialization
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -162,33 +165,32 @@ def _file_lock(path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+PARAMS_FILE = "params.msgpack"
+
+
 def _save(folder, params, meta):
-    import orbax.checkpoint as ocp
     tmp = f"{folder}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(os.path.join(tmp, "params"), params)
-        ckpt.wait_until_finished()
+    with open(os.path.join(tmp, PARAMS_FILE), "wb") as f:
+        f.write(flax.serialization.to_bytes(params))
     with open(os.path.join(tmp, "meta.json"), "w") as f:
         json.dump(meta, f, indent=2)
     os.replace(tmp, folder)  # atomic: readers see no half-written classifier
 
 
 def _load(folder):
-    import orbax.checkpoint as ocp
-    meta_path = os.path.join(folder, "meta.json")
     try:
-        with open(meta_path) as f:
+        with open(os.path.join(folder, "meta.json")) as f:
             meta = json.load(f)
         abstract = jax.eval_shape(lambda: CNN().init(
             jax.random.PRNGKey(0), jnp.zeros((1, IMAGE_SIZE, IMAGE_SIZE, 1)))["params"])
-        with ocp.StandardCheckpointer() as ckpt:
-            params = ckpt.restore(os.path.join(folder, "params"), abstract)
+        with open(os.path.join(folder, PARAMS_FILE), "rb") as f:
+            params = flax.serialization.from_bytes(abstract, f.read())
     except Exception as e:  # any unreadable file means the same thing to the user
         raise ClassifierError(f"Cached classifier in {folder} cannot be read ({e}). Delete that "
                               "folder; it is retrained on next use.") from e
-    params = jax.device_get(params)
+    params = jax.tree.map(np.asarray, params)
     if weights_sha256(params) != meta.get("sha256"):
         raise ClassifierError(f"Cached classifier in {folder}: its weights do not match the sha256 "
                               "in meta.json (corrupt or edited). Delete that folder; it is "
@@ -199,13 +201,18 @@ def _load(folder):
 _LOADED = {}
 
 
+def cache_folder_name(dataset):
+    """'.msgpack' names the file format: folders from the earlier orbax format are left alone."""
+    return f"{dataset}-{RECIPE}.msgpack"
+
+
 def get_classifier(dataset, data_dir="", cache_dir=""):
     """The dataset's classifier: from memory, else from the cache, else trained and cached."""
     if dataset not in TARGET_ACCURACY:
         raise ClassifierError(f"No domain classifier for dataset {dataset!r}; valid: "
                               f"{sorted(TARGET_ACCURACY)}.")
     root = os.path.join(resolve_cache_dir(cache_dir), "classifier")
-    folder = os.path.join(root, f"{dataset}-{RECIPE}")
+    folder = os.path.join(root, cache_folder_name(dataset))
     if folder in _LOADED:
         return _LOADED[folder]
     os.makedirs(root, exist_ok=True)
