@@ -6,6 +6,9 @@ step spans all of them, so every process must run the same compiled calls in the
 Files meant for people (logs, metrics, samples, reports) are written by process 0 only;
 checkpoints are written by all processes together (orbax coordinates them).
 """
+import hashlib
+import json
+import os
 import socket
 import time
 
@@ -104,6 +107,25 @@ def _wait_for_coordinator(address, timeout_s):
                     "Start process 0 (--process_id=0) with the same address, check the port "
                     "and that this host can reach it.") from e
             time.sleep(1)
+
+
+def check_same_launch(config, workdir):
+    """Raises LaunchError on every process unless all were given the same config and workdir.
+
+    Processes that differ would silently train a mix of two runs or wait for each other forever.
+    """
+    if jax.process_count() == 1:
+        return
+    text = json.dumps({"config": json.loads(config.to_json()), "workdir": os.path.abspath(
+        workdir or "")}, sort_keys=True)
+    digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)
+    digests = np.asarray(multihost_utils.process_allgather(digest))
+    differ = [i for i in range(len(digests)) if not np.array_equal(digests[i], digests[0])]
+    if differ:
+        raise LaunchError(
+            f"Processes {differ} were given another config or --workdir than process 0: every "
+            "process must run the same command (same config file and --config.* overrides, "
+            "same --workdir on a shared file system), differing only in --process_id.")
 
 
 def describe():

@@ -115,6 +115,7 @@ def main(argv):
         sys.exit(2)
     try:
         start_processes()
+        distributed.check_same_launch(config, FLAGS.workdir)
         run(config, FLAGS.workdir)
     except UserFacingError as e:
         logging.error("%s", e)

@@ -42,16 +42,19 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch(workdir, parallelism, num_steps, num_processes=2, extra=()):
-    """Starts `num_processes` processes of one run, 4 CPU devices each; returns the Popens."""
+def launch(workdir, parallelism, num_steps, num_processes=2, extra=(), extra_by_process=None):
+    """Starts `num_processes` processes of one run, 4 CPU devices each; returns the Popens.
+    `extra_by_process` {process id: [flags]} adds flags to some processes only (last wins)."""
     port = free_port()
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     args = [sys.executable, "-m", "gan.main", "--config=configs/default.py",
             f"--workdir={workdir}", f"--config.parallelism={parallelism}",
             f"--config.train.num_steps={num_steps}"]
     args += [f"--config.{k}={v}" for k, v in SMALL.items()] + list(extra)
-    return [subprocess.Popen(args + [f"--coordinator_address=localhost:{port}",
-                                     f"--num_processes={num_processes}", f"--process_id={i}"],
+    extra_by_process = extra_by_process or {}
+    return [subprocess.Popen(args + list(extra_by_process.get(i, ())) + [
+                                 f"--coordinator_address=localhost:{port}",
+                                 f"--num_processes={num_processes}", f"--process_id={i}"],
                              cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
             for i in range(num_processes)]
@@ -213,6 +216,19 @@ def test_unreachable_coordinator_is_named_within_the_timeout(tmp_path, data_dir,
     assert f"--coordinator_address={address}: {message}" in proc.stderr
     assert time.monotonic() - start < 60
     assert not workdir.exists()
+
+
+@pytest.mark.parametrize("flag_on_process_1", ["--config.seed=1", "--workdir={other}"])
+def test_processes_given_different_configs_or_workdirs_stop_before_training(
+        tmp_path, data_dir, flag_on_process_1):
+    workdir, other = tmp_path / "run", tmp_path / "other"
+    procs = launch(str(workdir), "pmap", STEPS,
+                   extra_by_process={1: [flag_on_process_1.format(other=other)]})
+    for code, err in finish(procs):
+        assert code == 2, err[-2000:]
+        assert "Processes [1] were given another config or --workdir than process 0" in err
+    assert not os.path.exists(workdir / "checkpoints")
+    assert not os.path.exists(other / "checkpoints")
 
 
 @pytest.mark.parametrize("parallelism", ["pmap", "sharded"])
