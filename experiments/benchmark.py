@@ -42,7 +42,7 @@ import numpy as np
 from absl import app, flags
 
 from gan import data, models
-from gan.config_checks import default_config
+from gan.config_checks import CHOICES, default_config
 from gan.parallel import PARALLELISMS, REPLICA_IMPLS, ParallelTrainer
 from gan.train_step import create_state
 
@@ -168,6 +168,16 @@ def check_flags():
         bad = [v for v in values if v not in valid]
         if bad:
             raise app.UsageError(f"--{name}: unknown {bad}; valid: {list(valid)}.")
+    for name, values, minimum in [("batch_sizes", FLAGS.batch_sizes, 1),
+                                  ("replicas", FLAGS.replicas, 1)]:
+        if not values or not all(v.isdigit() and int(v) >= minimum for v in values):
+            raise app.UsageError(f"--{name}={','.join(values)}: give a comma-separated list of "
+                                 f"integers >= {minimum}.")
+    if FLAGS.steps < 1:
+        raise app.UsageError(f"--steps={FLAGS.steps} must be >= 1.")
+    bad = [d for d in FLAGS.dtypes if d not in CHOICES["dtype"]]
+    if bad or not FLAGS.dtypes:
+        raise app.UsageError(f"--dtypes: unknown {bad}; valid: {list(CHOICES['dtype'])}.")
 
 
 def peak_rss_mb():
