@@ -48,7 +48,7 @@ def check_flags(coordinator_address=None, num_processes=None, process_id=None, a
         raise LaunchError(f"--process_id={process_id} must be in 0..{num_processes - 1} "
                           f"(--num_processes={num_processes}).")
     host, _, port = coordinator_address.rpartition(":")
-    if not host or not port.isdigit():
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise LaunchError(f"--coordinator_address={coordinator_address!r} must be HOST:PORT, "
                           "e.g. localhost:1234 or host0:1234.")
 
@@ -78,6 +78,12 @@ def initialize(coordinator_address=None, num_processes=None, process_id=None, au
         jax.distributed.initialize(**explicit, initialization_timeout=timeout_s)
     except (RuntimeError, ValueError) as e:
         message = " ".join(str(e).split())
+        if auto:
+            raise LaunchError(
+                f"--distributed: jax.distributed.initialize failed ({message[:300]}). It "
+                "finds the processes of TPU VM pod slices, SLURM and Open MPI; elsewhere drop "
+                "--distributed and give every process --coordinator_address, --num_processes "
+                "and its own --process_id.") from e
         raise LaunchError(
             f"jax.distributed.initialize failed: {message[:500]} -- check that every process "
             f"was started with the same --coordinator_address (process 0's HOST:PORT, reachable "

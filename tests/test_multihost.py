@@ -171,6 +171,7 @@ def test_single_parallelism_on_two_processes_is_refused(tmp_path, data_dir):
 @pytest.mark.parametrize("flags, message", [
     (dict(coordinator_address="localhost:1234"), "also needs --num_processes, --process_id"),
     (dict(coordinator_address="localhost", num_processes=2, process_id=0), "must be HOST:PORT"),
+    (dict(coordinator_address="h:99999", num_processes=2, process_id=0), "must be HOST:PORT"),
     (dict(coordinator_address="h:1", num_processes=2, process_id=2), "must be in 0..1"),
     (dict(coordinator_address="h:1", num_processes=0, process_id=0), "must be >= 1"),
     (dict(auto=True, num_processes=2), "--distributed finds the processes itself"),
