@@ -128,9 +128,15 @@ def time_variant(config, batch_size, replicas, steps):
 
 
 def matmul_peak_gflops(dtype, n=2048, repeats=20):
-    """This machine's dense matmul rate, the yardstick for the efficiency column."""
+    """This machine's dense matmul rate, the yardstick for the efficiency column.
+
+    Low-precision inputs accumulate in float32, as matrix units do: XLA's CPU compiler turns a
+    bfloat16-out dot into converts around a float32 one, while with float32 accumulation it
+    calls the CPU's bf16 matrix instructions (AMX here: ~4x float32; experiments/bf16_amx.py).
+    """
     a = jnp.ones((n, n), dtype)
-    f = jax.jit(lambda x: x @ x)
+    accumulate = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else None
+    f = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=accumulate))
     jax.block_until_ready(f(a))
     t0 = time.perf_counter()
     for _ in range(repeats):

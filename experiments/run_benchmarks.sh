@@ -26,3 +26,6 @@ for n in 2 8; do
   XLA_FLAGS=--xla_force_host_platform_device_count=$n run python experiments/benchmark.py \
     --upsamplers=transpose --compare_flax_transpose=false --batch_sizes=64,128 --parallelism=single,pmap,sharded --steps=10
 done
+# Can XLA use the CPU's bfloat16 matrix units? Matmuls, the two largest layers, and the whole
+# step with convolutions as im2col + float32-accumulating matmuls.
+run python experiments/bf16_amx.py --batch_sizes=64,128 --steps=15
