@@ -23,7 +23,7 @@ run taskset -c 0 python experiments/benchmark.py --upsamplers=transpose --compar
 run python experiments/benchmark.py --upsamplers=transpose --compare_flax_transpose=false --batch_sizes=64 --steps=20
 # Data parallel over 1, 2 and 8 host devices (they share the same 2 cores).
 for n in 2 8; do
-  XLA_FLAGS=--xla_force_host_platform_device_count=$n run python experiments/benchmark.py \
+  run env XLA_FLAGS=--xla_force_host_platform_device_count=$n python experiments/benchmark.py \
     --upsamplers=transpose --compare_flax_transpose=false --batch_sizes=64,128 --parallelism=single,pmap,sharded --steps=10
 done
 # Can XLA use the CPU's bfloat16 matrix units? Matmuls, the two largest layers, and the whole
