@@ -19,8 +19,9 @@ images/s summed over replicas (a call is one train step of every replica), and
   gan/subpixel.py (1.31x of the exact work in a layer at n=7), so it would overstate the work;
   using one count per (upsampler, batch) makes the rows comparable with each other.
 - of peak: GFLOP/s / the matmul peak of the row's dtype, measured on one device in this run
-  (for rows over several physical accelerators, the share of their combined peak is this
-  divided by `devices`; forced CPU host devices share the same cores).
+  (bfloat16 and float16 matmuls accumulating in float32, as matrix units do; for rows over
+  several physical accelerators, the share of their combined peak is this divided by
+  `devices`; forced CPU host devices share the same cores).
 - XLA GF/s: XLA's own count of the timed program / time, zero taps included (jit modes; '-'
   for pmap, whose program has no compiled() handle here). In sharded mode XLA counts the
   per-device program, so this is that count x devices: all the devices' work, including any
@@ -130,9 +131,11 @@ def time_variant(config, batch_size, replicas, steps):
 def matmul_peak_gflops(dtype, n=2048, repeats=20):
     """This machine's dense matmul rate, the yardstick for the efficiency column.
 
-    Low-precision inputs accumulate in float32, as matrix units do: XLA's CPU compiler turns a
-    bfloat16-out dot into converts around a float32 one, while with float32 accumulation it
-    calls the CPU's bf16 matrix instructions (AMX here: ~4x float32; experiments/bf16_amx.py).
+    Low-precision inputs accumulate in float32, as matrix units do. On a CPU with bfloat16
+    matrix units (an Intel Xeon's AMX: experiments/benchmark_cpu_xeon.md) XLA turns a
+    bfloat16-out dot into converts around a float32 one, but calls the bf16 units when the dot
+    accumulates in float32 (~4x float32 there). float16 gets converts either way on such CPUs.
+    The model's convolutions reach neither (experiments/bf16_amx.py).
     """
     a = jnp.ones((n, n), dtype)
     accumulate = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else None
@@ -167,6 +170,18 @@ def variants(mode):
     return rows
 
 
+def check_counts(names):
+    """--batch_sizes / --replicas (lists of integers >= 1) and --steps (>= 1), where named."""
+    for name in ("batch_sizes", "replicas"):
+        values = FLAGS[name].value
+        if name in names and (not values or not all(v.isdecimal() and int(v) >= 1
+                                                    for v in values)):
+            raise app.UsageError(f"--{name}={','.join(values)}: give a comma-separated list of "
+                                 f"integers >= 1.")
+    if "steps" in names and FLAGS.steps < 1:
+        raise app.UsageError(f"--steps={FLAGS.steps} must be >= 1.")
+
+
 def check_flags():
     for name, values, valid in [("parallelism", FLAGS.parallelism, PARALLELISMS),
                                 ("replicas_impls", FLAGS.replicas_impls, REPLICA_IMPLS),
@@ -174,13 +189,7 @@ def check_flags():
         bad = [v for v in values if v not in valid]
         if bad:
             raise app.UsageError(f"--{name}: unknown {bad}; valid: {list(valid)}.")
-    for name, values, minimum in [("batch_sizes", FLAGS.batch_sizes, 1),
-                                  ("replicas", FLAGS.replicas, 1)]:
-        if not values or not all(v.isdigit() and int(v) >= minimum for v in values):
-            raise app.UsageError(f"--{name}={','.join(values)}: give a comma-separated list of "
-                                 f"integers >= {minimum}.")
-    if FLAGS.steps < 1:
-        raise app.UsageError(f"--steps={FLAGS.steps} must be >= 1.")
+    check_counts(("batch_sizes", "replicas", "steps"))
     bad = [d for d in FLAGS.dtypes if d not in CHOICES["dtype"]]
     if bad or not FLAGS.dtypes:
         raise app.UsageError(f"--dtypes: unknown {bad}; valid: {list(CHOICES['dtype'])}.")

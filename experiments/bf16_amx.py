@@ -7,14 +7,17 @@ It measures, in one process:
    dot to float32: converts around an f32 dot); bfloat16 in with float32 accumulation
    (`preferred_element_type=float32`), the form the CPU's bf16 matrix library calls take.
 2. The two largest layers of the default model (D's 14x14x64 -> 7x7x128 stride-2 conv, and the
-   3x3 stride-1 conv of G's sub-pixel 7x7x128 -> 14x14x64 transposed conv): XLA's convolution
+   2x2 stride-1 conv, 9x9x128 -> 8x8x256, that computes G's sub-pixel 7x7x128 -> 14x14x64
+   transposed conv, gan/subpixel.py; D's input gradient has the same form): XLA's convolution
    in float32, bfloat16, bfloat16 with float32 accumulation; and the same layer as im2col (an
    explicit patch matrix) + one matmul, timing the patch copy and the matmul apart.
 3. The whole default train step with every convolution of FastConv / FastConvTranspose
    (gan/conv_transpose.py, gan/subpixel.py) computed as im2col + matmul with float32
    accumulation (gradients as matmuls too), against XLA's convolutions, in float32 and bfloat16.
    The im2col convolution is checked equal to XLA's before anything is timed.
+Of benchmark.py's flags it reads --batch_sizes and --steps; giving any other is an error.
 """
+import contextlib
 import functools
 import os
 import sys
@@ -28,11 +31,13 @@ from absl import app, flags
 from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchmark  # noqa: E402
 from benchmark import make_config, setup  # noqa: E402  (same trainer and data as benchmark.py)
 
 from gan import conv_transpose, subpixel  # noqa: E402
 
 FLAGS = flags.FLAGS  # --batch_sizes and --steps are benchmark.py's flags, imported with it
+USED_FLAGS = ("batch_sizes", "steps")
 _DIMS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -113,27 +118,48 @@ def patches(x, kernel_hw, strides, pads):
     return _patches(x, tuple(kernel_hw), tuple(strides), _pads(pads))
 
 
-def im2col_conv(x, w, window_strides, padding, dimension_numbers=_DIMS, **unused):
-    """lax.conv_general_dilated (NHWC/HWIO, no dilation) as im2col + one matmul."""
-    assert tuple(dimension_numbers) == _DIMS and not unused, (dimension_numbers, unused)
+def im2col_conv(x, w, window_strides, padding, *, dimension_numbers=_DIMS, **options):
+    """lax.conv_general_dilated (NHWC/HWIO, explicit pads or 'VALID', no dilation or groups)
+    as im2col + one matmul."""
+    if (tuple(dimension_numbers) != _DIMS or options
+            or (isinstance(padding, str) and padding != "VALID")):
+        raise ValueError(f"im2col_conv supports NHWC/HWIO, explicit pads or 'VALID' and no "
+                         f"other options; got {dimension_numbers}, {padding!r}, {options}.")
     kh, kw, cin, cout = w.shape
+    pads = _pads(padding)
+    for n, k, s, (lo, hi) in zip(x.shape[1:3], (kh, kw), window_strides, pads):
+        if n + lo + hi < k:
+            raise ValueError(f"im2col_conv: padded input {n + lo + hi} smaller than kernel {k}.")
     return accumulate_f32_matmul(patches(x, (kh, kw), window_strides, padding),
                                  w.reshape(kh * kw * cin, cout))
 
 
+@contextlib.contextmanager
 def use_convolution(conv):
-    """Point gan.conv_transpose's and gan.subpixel's convolutions at `conv`."""
+    """Within the block, gan.conv_transpose's and gan.subpixel's convolutions are `conv`."""
     shim = types.SimpleNamespace(**{n: getattr(lax, n) for n in dir(lax) if not n.startswith("_")})
     shim.conv_general_dilated = conv
-    conv_transpose.lax = subpixel.lax = shim if conv is not lax.conv_general_dilated else lax
+    saved = conv_transpose.lax, subpixel.lax
+    conv_transpose.lax = subpixel.lax = shim
+    try:
+        yield
+    finally:
+        conv_transpose.lax, subpixel.lax = saved
+
+
+# (input, kernel, strides, pads) of the equivalence check: what gan/conv_transpose.py and
+# gan/subpixel.py pass (negative pads come from kernel_size=1's input gradient).
+CHECK_CASES = [((3, 14, 14, 8), (4, 4, 8, 5), (2, 2), ((1, 2), (1, 2))),
+               ((2, 9, 9, 6), (2, 2, 6, 7), (1, 1), "VALID"),
+               ((2, 10, 10, 3), (4, 4, 3, 4), (2, 2), ((2, 2), (2, 2))),
+               ((2, 7, 9, 3), (3, 2, 3, 4), (1, 2), ((2, 0), (1, 1))),
+               ((2, 14, 14, 8), (1, 1, 8, 4), (2, 2), ((0, -1), (0, -1)))]
 
 
 def check_im2col():
     rng = np.random.default_rng(0)
     worst = 0.0
-    for shape, kernel, strides, pads in [((3, 14, 14, 8), (4, 4, 8, 5), (2, 2), ((1, 2), (1, 2))),
-                                         ((2, 9, 9, 6), (3, 3, 6, 7), (1, 1), "VALID"),
-                                         ((2, 10, 10, 3), (4, 4, 3, 4), (2, 2), ((2, 2), (2, 2)))]:
+    for shape, kernel, strides, pads in CHECK_CASES:
         x = jnp.asarray(rng.normal(size=shape), jnp.float32)
         w = jnp.asarray(rng.normal(size=kernel), jnp.float32)
 
@@ -168,7 +194,7 @@ def layer_rows(batch):
     # (name, input shape, kernel, strides, pads): the default model's two largest layers.
     layers = [("D conv 14x14x64->7x7x128 k4 s2", (batch, 14, 14, 64), (4, 4, 64, 128), (2, 2),
                ((1, 1), (1, 1))),
-              ("G subpixel conv 9x9x128->7x7x256 k3", (batch, 9, 9, 128), (3, 3, 128, 256),
+              ("G subpixel conv 9x9x128->8x8x256 k2", (batch, 9, 9, 128), (2, 2, 128, 256),
                (1, 1), "VALID")]
     print(f"\nlayers at batch {batch}: forward GFLOP/s (ms)")
     for name, shape, kernel, strides, pads in layers:
@@ -199,20 +225,29 @@ def step_rows(batch_sizes, steps):
             row = []
             for name, conv in [("XLA convs", lax.conv_general_dilated),
                                ("im2col + matmul", im2col_conv)]:
-                use_convolution(conv)
-                trainer, state, images, indices = setup(
-                    make_config("transpose", "custom_vjp", dtype), batch, 1)
-                state, metrics = jax.block_until_ready(trainer.call(state, images, indices))
-                t0 = time.perf_counter()
-                for _ in range(steps):
-                    state, metrics = trainer.call(state, images, indices)
-                jax.block_until_ready(metrics)
+                with use_convolution(conv):
+                    trainer, state, images, indices = setup(
+                        make_config("transpose", "custom_vjp", dtype), batch, 1)
+                    state, metrics = jax.block_until_ready(trainer.call(state, images, indices))
+                    t0 = time.perf_counter()
+                    for _ in range(steps):
+                        state, metrics = trainer.call(state, images, indices)
+                    jax.block_until_ready(metrics)
                 row.append(f"{name} {batch * steps / (time.perf_counter() - t0):6.0f}")
-            use_convolution(lax.conv_general_dilated)
             print(f"  batch {batch:4d} {dtype:9s} " + "   ".join(row), flush=True)
 
 
+def check_flags():
+    ignored = [f"--{f.name}" for f in FLAGS.flags_by_module_dict().get(benchmark.__name__, [])
+               if f.present and f.name not in USED_FLAGS]
+    if ignored:
+        raise app.UsageError(f"{', '.join(ignored)}: not used by bf16_amx.py (it reads "
+                             f"--batch_sizes and --steps only; see benchmark.py for the rest).")
+    benchmark.check_counts(USED_FLAGS)
+
+
 def main(_):
+    check_flags()
     print(f"jax {jax.__version__}, backend {jax.default_backend()}", flush=True)
     check_im2col()
     matmul_rows()

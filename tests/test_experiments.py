@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from jax import lax
 
+from gan import conv_transpose
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "experiments"))
 import bf16_amx  # noqa: E402
@@ -25,11 +27,7 @@ def run_script(*args):
     return result.stdout
 
 
-@pytest.mark.parametrize("shape,kernel,strides,pads", [
-    ((3, 14, 14, 8), (4, 4, 8, 5), (2, 2), ((1, 2), (1, 2))),
-    ((2, 9, 9, 6), (3, 3, 6, 7), (1, 1), "VALID"),
-    ((2, 7, 9, 3), (3, 2, 3, 4), (1, 2), ((2, 0), (1, 1))),
-])
+@pytest.mark.parametrize("shape,kernel,strides,pads", bf16_amx.CHECK_CASES)
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-4), (jnp.bfloat16, 0.1)])
 def test_im2col_conv_equals_xla_conv(shape, kernel, strides, pads, dtype, tol):
     rng = np.random.default_rng(0)
@@ -55,19 +53,33 @@ def test_im2col_conv_equals_xla_conv(shape, kernel, strides, pads, dtype, tol):
 def test_use_convolution_switches_the_model_and_back():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(2, 14, 14, 3)), jnp.float32)
     w = jnp.asarray(np.random.default_rng(2).normal(size=(4, 4, 3, 5)), jnp.float32)
-    pads = ((1, 1), (1, 1))
-    try:
-        bf16_amx.use_convolution(bf16_amx.im2col_conv)
-        assert bf16_amx.conv_transpose.lax.conv_general_dilated is bf16_amx.im2col_conv
-        patched = jax.grad(lambda x, w: bf16_amx.conv_transpose.strided_conv(
-            x, w, (2, 2), pads).sum(), (0, 1))(x, w)
-    finally:
-        bf16_amx.use_convolution(lax.conv_general_dilated)
-    assert bf16_amx.conv_transpose.lax is lax and bf16_amx.subpixel.lax is lax
-    plain = jax.grad(lambda x, w: lax.conv_general_dilated(
-        x, w, (2, 2), pads, dimension_numbers=_DIMS).sum(), (0, 1))(x, w)
-    for a, b in zip(patched, plain):
+
+    def step(x, w):  # a strided conv and its custom VJP: convolutions in gan/ throughout
+        return jax.grad(lambda x, w: jnp.sum(jnp.sin(conv_transpose.strided_conv(
+            x, w, (2, 2), ((1, 1), (1, 1))))), (0, 1))(x, w)
+
+    def convolutions():  # a new function each time, so that no trace is reused
+        return jax.jit(lambda x, w: step(x, w)).lower(x, w).as_text().count(
+            "stablehlo.convolution")
+
+    plain, plain_grads = convolutions(), step(x, w)
+    with pytest.raises(RuntimeError), bf16_amx.use_convolution(bf16_amx.im2col_conv):
+        assert convolutions() == 0 < plain
+        patched_grads = step(x, w)
+        raise RuntimeError("leaving the block by an error restores the convolution too")
+    assert conv_transpose.lax is lax and bf16_amx.subpixel.lax is lax
+    assert convolutions() == plain
+    for a, b in zip(patched_grads, plain_grads):
         np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_bf16_amx_script_rejects_bad_flags():
+    for bad in ("--batch_sizes=0", "--batch_sizes=abc", "--batch_sizes=", "--steps=0",
+                "--dtypes=float64"):
+        result = subprocess.run([sys.executable, "experiments/bf16_amx.py", bad], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, (bad, result.stderr)
+        assert bad.split("=")[0] in result.stderr, (bad, result.stderr)
 
 
 def test_benchmark_script_prints_a_row_per_dtype():
