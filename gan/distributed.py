@@ -6,6 +6,7 @@ step spans all of them, so every process must run the same compiled calls in the
 Files meant for people (logs, metrics, samples, reports) are written by process 0 only;
 checkpoints are written by all processes together (orbax coordinates them).
 """
+import collections
 import hashlib
 import json
 import os
@@ -116,12 +117,21 @@ def _wait_for_coordinator(address, timeout_s):
 
 
 def check_same_launch(config, workdir):
-    """Raises LaunchError on every process unless all were given the same config and workdir.
+    """Raises LaunchError on every process unless all were given the same config and workdir,
+    and have as many local devices each.
 
     Processes that differ would silently train a mix of two runs or wait for each other forever.
     """
     if jax.process_count() == 1:
         return
+    # Every process sees every device and its owner, so this needs no collective (and JAX's
+    # collectives between processes assume equal counts: process_allgather fails to reshape).
+    counts = collections.Counter(d.process_index for d in jax.devices())
+    if len(set(counts.values())) > 1:
+        raise LaunchError(
+            f"Processes have different numbers of local devices (process: devices "
+            f"{dict(sorted(counts.items()))}): give every process the same number (the same "
+            "XLA_FLAGS device count on CPU, as many entries in CUDA_VISIBLE_DEVICES on GPU).")
     text = json.dumps({"config": json.loads(config.to_json()), "workdir": os.path.abspath(
         workdir or "")}, sort_keys=True)
     digest = np.frombuffer(hashlib.sha256(text.encode()).digest(), np.uint8)

@@ -42,11 +42,17 @@ def free_port():
         return s.getsockname()[1]
 
 
-def launch(workdir, parallelism, num_steps, num_processes=2, extra=(), extra_by_process=None):
+def launch(workdir, parallelism, num_steps, num_processes=2, extra=(), extra_by_process=None,
+           devices_by_process=None):
     """Starts `num_processes` processes of one run, 4 CPU devices each; returns the Popens.
-    `extra_by_process` {process id: [flags]} adds flags to some processes only (last wins)."""
+    `extra_by_process` {process id: [flags]} adds flags to some processes only (last wins);
+    `devices_by_process` {process id: count} gives some another number of CPU devices."""
     port = free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    devices_by_process = devices_by_process or {}
+
+    def env(i):
+        count = devices_by_process.get(i, 4)
+        return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}"}
     args = [sys.executable, "-m", "gan.main", "--config=configs/default.py",
             f"--workdir={workdir}", f"--config.parallelism={parallelism}",
             f"--config.train.num_steps={num_steps}"]
@@ -55,7 +61,7 @@ def launch(workdir, parallelism, num_steps, num_processes=2, extra=(), extra_by_
     return [subprocess.Popen(args + list(extra_by_process.get(i, ())) + [
                                  f"--coordinator_address=localhost:{port}",
                                  f"--num_processes={num_processes}", f"--process_id={i}"],
-                             cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
+                             cwd=REPO_ROOT, env=env(i), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
             for i in range(num_processes)]
 
@@ -230,6 +236,16 @@ def test_processes_given_different_configs_or_workdirs_stop_before_training(
         assert "Processes [1] were given another config or --workdir than process 0" in err
     assert not os.path.exists(workdir / "checkpoints")
     assert not os.path.exists(other / "checkpoints")
+
+
+def test_processes_with_different_local_device_counts_stop_before_training(tmp_path, data_dir):
+    workdir = tmp_path / "run"
+    for code, err in finish(launch(str(workdir), "pmap", STEPS, devices_by_process={1: 2})):
+        assert code == 2, err[-2000:]
+        assert ("Processes have different numbers of local devices (process: devices "
+                "{0: 4, 1: 2})") in err
+        assert "Traceback" not in err
+    assert not os.path.exists(workdir / "checkpoints")
 
 
 @pytest.mark.parametrize("parallelism", ["pmap", "sharded"])
