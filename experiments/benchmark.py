@@ -134,7 +134,7 @@ def matmul_peak_gflops(dtype, n=2048, repeats=20):
     Low-precision inputs accumulate in float32, as matrix units do. On a CPU with bfloat16
     matrix units (an Intel Xeon's AMX: experiments/benchmark_cpu_xeon.md) XLA turns a
     bfloat16-out dot into converts around a float32 one, but calls the bf16 units when the dot
-    accumulates in float32 (~4x float32 there). float16 gets converts either way on such CPUs.
+    accumulates in float32 (~4x float32 there).
     The model's convolutions reach neither (experiments/bf16_amx.py).
     """
     a = jnp.ones((n, n), dtype)

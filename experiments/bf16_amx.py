@@ -14,7 +14,8 @@ It measures, in one process:
 3. The whole default train step with every convolution of FastConv / FastConvTranspose
    (gan/conv_transpose.py, gan/subpixel.py) computed as im2col + matmul with float32
    accumulation (gradients as matmuls too), against XLA's convolutions, in float32 and bfloat16.
-   The im2col convolution is checked equal to XLA's before anything is timed.
+   The im2col convolution is checked equal to XLA's, in float32 and bfloat16, before anything
+   is timed.
 Of benchmark.py's flags it reads --batch_sizes and --steps; giving any other is an error.
 """
 import contextlib
@@ -171,10 +172,21 @@ def check_im2col():
             worst = max(worst, float(jnp.max(jnp.abs(a - b))))
         y1 = lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_DIMS)
         worst = max(worst, float(jnp.max(jnp.abs(y1 - im2col_conv(x, w, strides, pads)))))
+        # bfloat16: the uint16 patch copy must be exact; the output is rounded to bfloat16.
+        x16, w16 = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+        if not jnp.array_equal(patches(x16, kernel[:2], strides, pads),
+                               _patch_matrix(x16, kernel[:2], strides, _pads(pads))):
+            raise SystemExit(f"bfloat16 patches differ from the plain copy for {shape}, {kernel}")
+        y16 = im2col_conv(x16, w16, strides, pads).astype(jnp.float32)
+        y32 = lax.conv_general_dilated(x16.astype(jnp.float32), w16.astype(jnp.float32),
+                                       strides, pads, dimension_numbers=_DIMS)
+        if float(jnp.max(jnp.abs(y16 - y32))) > 2 ** -7 * float(jnp.max(jnp.abs(y32))):
+            raise SystemExit(f"bfloat16 im2col convolution off by more than bfloat16 rounding "
+                             f"for {shape}, {kernel}")
     if worst > 1e-4:
         raise SystemExit(f"im2col convolution differs from lax.conv_general_dilated by {worst}")
-    print(f"im2col convolution = lax.conv_general_dilated (values and gradients), "
-          f"max abs difference {worst:.1e}", flush=True)
+    print(f"im2col convolution = lax.conv_general_dilated (values and gradients in float32, "
+          f"max abs difference {worst:.1e}; bfloat16 values to its rounding)", flush=True)
 
 
 def matmul_rows(n=2048):
