@@ -128,17 +128,20 @@ def time_variant(config, batch_size, replicas, steps):
     return trainer.num_shards, compile_s, call_s, flops, prog_bytes
 
 
-def matmul_peak_gflops(dtype, n=2048, repeats=20):
+def matmul_peak_gflops(dtype, n=2048, repeats=20, accumulate_f32=None):
     """This machine's dense matmul rate, the yardstick for the efficiency column.
 
     Low-precision inputs accumulate in float32, as matrix units do. On a CPU with bfloat16
     matrix units (an Intel Xeon's AMX: experiments/benchmark_cpu_xeon.md) XLA turns a
     bfloat16-out dot into converts around a float32 one, but calls the bf16 units when the dot
     accumulates in float32 (~4x float32 there).
-    The model's convolutions reach neither (experiments/bf16_amx.py).
+    The model's convolutions reach neither (experiments/bf16_amx.py). `accumulate_f32`
+    overrides the choice (None: float32 accumulation for inputs narrower than 32 bits).
     """
     a = jnp.ones((n, n), dtype)
-    accumulate = jnp.float32 if jnp.dtype(dtype).itemsize < 4 else None
+    if accumulate_f32 is None:
+        accumulate_f32 = jnp.dtype(dtype).itemsize < 4
+    accumulate = jnp.float32 if accumulate_f32 else None
     f = jax.jit(lambda x: jnp.matmul(x, x, preferred_element_type=accumulate))
     jax.block_until_ready(f(a))
     t0 = time.perf_counter()

@@ -32,8 +32,7 @@ from absl import app, flags
 from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import benchmark  # noqa: E402
-from benchmark import make_config, setup  # noqa: E402  (same trainer and data as benchmark.py)
+import benchmark  # noqa: E402  (same trainer, data, timing and matmul peak as benchmark.py)
 
 from gan import conv_transpose, subpixel  # noqa: E402
 
@@ -190,16 +189,12 @@ def check_im2col():
 
 
 def matmul_rows(n=2048):
-    a32 = jnp.ones((n, n), jnp.float32)
-    a16 = a32.astype(jnp.bfloat16)
-    flops = 2 * n ** 3
-    rows = [("float32", jax.jit(lambda a: a @ a), a32),
-            ("bfloat16 in and out", jax.jit(lambda a: a @ a), a16),
-            ("bfloat16 in, float32 accumulate",
-             jax.jit(lambda a: jnp.matmul(a, a, preferred_element_type=jnp.float32)), a16)]
+    rows = [("float32", jnp.float32, False), ("bfloat16 in and out", jnp.bfloat16, False),
+            ("bfloat16 in, float32 accumulate", jnp.bfloat16, True)]
     print(f"\nmatmul {n}x{n}x{n}: GFLOP/s")
-    for name, f, a in rows:
-        print(f"  {name:32s} {flops / seconds(f, a) / 1e9:7.0f}", flush=True)
+    for name, dtype, accumulate_f32 in rows:
+        gflops = benchmark.matmul_peak_gflops(jnp.dtype(dtype), n, accumulate_f32=accumulate_f32)
+        print(f"  {name:32s} {gflops:7.0f}", flush=True)
 
 
 def layer_rows(batch):
@@ -213,7 +208,8 @@ def layer_rows(batch):
         out = []
         for dtype in (jnp.float32, jnp.bfloat16):
             x, w = jnp.ones(shape, dtype), jnp.ones(kernel, dtype)
-            p = jax.jit(lambda x: patches(x, kernel[:2], strides, pads))(x)
+            make_patches = jax.jit(lambda x: patches(x, kernel[:2], strides, pads))
+            p = make_patches(x)
             flops = 2 * np.prod(p.shape) * kernel[3]
             pets = [None] if dtype == jnp.float32 else [None, jnp.float32]
             for pet in pets:
@@ -222,7 +218,7 @@ def layer_rows(batch):
                 s = seconds(conv, x, w)
                 label = jnp.dtype(dtype).name + (" f32-acc" if pet else "")
                 out.append(f"XLA conv {label} {flops / s / 1e9:.0f} ({s * 1e3:.1f})")
-            s_p = seconds(jax.jit(lambda x: patches(x, kernel[:2], strides, pads)), x)
+            s_p = seconds(make_patches, x)
             s_m = seconds(jax.jit(accumulate_f32_matmul), p, w.reshape(-1, kernel[3]))
             out.append(f"im2col {jnp.dtype(dtype).name}: patches {s_p * 1e3:.1f} ms "
                        f"({p.nbytes / s_p / 1e9:.1f} GB/s) + matmul {flops / s_m / 1e9:.0f} "
@@ -238,14 +234,10 @@ def step_rows(batch_sizes, steps):
             for name, conv in [("XLA convs", lax.conv_general_dilated),
                                ("im2col + matmul", im2col_conv)]:
                 with use_convolution(conv):
-                    trainer, state, images, indices = setup(
-                        make_config("transpose", "custom_vjp", dtype), batch, 1)
-                    state, metrics = jax.block_until_ready(trainer.call(state, images, indices))
-                    t0 = time.perf_counter()
-                    for _ in range(steps):
-                        state, metrics = trainer.call(state, images, indices)
-                    jax.block_until_ready(metrics)
-                row.append(f"{name} {batch * steps / (time.perf_counter() - t0):6.0f}")
+                    call_s = benchmark.time_variant(
+                        benchmark.make_config("transpose", "custom_vjp", dtype), batch, 1,
+                        steps)[2]
+                row.append(f"{name} {batch / call_s:6.0f}")
             print(f"  batch {batch:4d} {dtype:9s} " + "   ".join(row), flush=True)
 
 
